@@ -1,0 +1,13 @@
+"""User-facing errors: the CLI prints their message on one line and exits with code 2."""
+
+
+class ImagegenError(Exception):
+    """A problem with the user's input (file, config, argument) that the user can fix."""
+
+
+class DataError(ImagegenError):
+    """A dataset or image file is absent, unreadable or of the wrong kind."""
+
+
+class ConfigError(ImagegenError):
+    """A config file or `--set` override names an unknown key or holds a bad value."""
