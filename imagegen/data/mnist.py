@@ -1,0 +1,125 @@
+"""MNIST from the four IDX files (gzipped or not) or from an .npz with x_train, y_train, x_test, y_test."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from imagegen.errors import DataError
+
+from .dataset import ImageData, check_count, labels_tensor, uint8_images
+from .files import load_npz, read_bytes, reading
+
+IMAGES_MAGIC = 2051
+LABELS_MAGIC = 2049
+NUM_CLASSES = 10
+NPZ_NAME = "mnist.npz"
+_PREFIX = {"train": "train", "test": "t10k"}
+_SUBDIRS = (".", "raw", "MNIST/raw")  # torchvision keeps the files in MNIST/raw
+
+
+def idx_names(split: str) -> tuple[str, str]:
+    """Official (images, labels) IDX file names of a split, without the .gz suffix."""
+    p = _PREFIX[split]
+    return f"{p}-images-idx3-ubyte", f"{p}-labels-idx1-ubyte"
+
+
+def expected_files() -> str:
+    """What a user must put in an MNIST directory, for error messages."""
+    names = [n + "[.gz]" for s in ("train", "test") for n in idx_names(s)]
+    return f"the MNIST IDX files {', '.join(names)} (or {NPZ_NAME} with x_train, y_train, x_test, y_test)"
+
+
+def read_idx(path: Path, magic: int) -> np.ndarray:
+    """Parse an IDX file of unsigned bytes (gzipped or not) into a uint8 array of the shape in its header.
+
+    magic: 2051 for images (N, rows, cols), 2049 for labels (N,).
+    """
+    kind = "IDX images (magic 2051)" if magic == IMAGES_MAGIC else "IDX labels (magic 2049)"
+    data = read_bytes(path, f"an MNIST {kind} file")
+    if len(data) < 4 or int.from_bytes(data[:4], "big") != magic:
+        found = int.from_bytes(data[:4], "big") if len(data) >= 4 else "none"
+        raise DataError(f"{path}: magic number {found}, expected {magic}; this is not an MNIST {kind} file")
+    ndim = data[3]
+    header = 4 + 4 * ndim
+    with reading(path, f"an MNIST {kind} file"):
+        dims = [int.from_bytes(data[4 + 4 * i : 8 + 4 * i], "big") for i in range(ndim)]
+        if len(data) != header + int(np.prod(dims)):
+            raise DataError(
+                f"{path}: header promises shape {tuple(dims)} ({header + int(np.prod(dims))} bytes) but "
+                f"the file has {len(data)} bytes; it is truncated or corrupt, download it again"
+            )
+        # bytearray: a writable copy, so torch.from_numpy can share it without a warning
+        return np.frombuffer(bytearray(data), dtype=np.uint8, offset=header).reshape(dims)
+
+
+def _find_file(directory: Path, name: str) -> Path | None:
+    # The Kaggle copy spells the names with a dot: train-images.idx3-ubyte
+    for base in (name, name.replace("-idx", ".idx")):
+        for candidate in (base, base + ".gz"):
+            if (directory / candidate).is_file():
+                return directory / candidate
+    return None
+
+
+def locate(directory: Path, split: str) -> Path | None:
+    """The directory holding MNIST IDX files, or the mnist.npz file, under `directory`; None if neither."""
+    for sub in _SUBDIRS:
+        d = directory / sub
+        if any(_find_file(d, n) for s in ("train", "test") for n in idx_names(s)):
+            return d
+    npz = directory / NPZ_NAME
+    return npz if npz.is_file() else None
+
+
+def _from_idx(directory: Path, split: str) -> tuple[np.ndarray, np.ndarray]:
+    arrays = []
+    for name, magic in zip(idx_names(split), (IMAGES_MAGIC, LABELS_MAGIC), strict=True):
+        path = _find_file(directory, name)
+        if path is None:
+            raise DataError(
+                f"{directory / name}[.gz] not found: put the MNIST file {name}.gz (or unzipped) in {directory}"
+            )
+        arrays.append(read_idx(path, magic))
+    images, labels = arrays
+    if images.ndim != 3 or labels.ndim != 1:
+        raise DataError(
+            f"{directory}: IDX shapes {images.shape} and {labels.shape}, expected (N, 28, 28) and (N,)"
+        )
+    check_count(images, labels, str(directory))
+    return images, labels
+
+
+def _from_npz(path: Path, split: str) -> tuple[np.ndarray, np.ndarray]:
+    xk, yk = f"x_{split}", f"y_{split}"
+    d = load_npz(path, [xk, yk], "an MNIST .npz with arrays x_train, y_train, x_test, y_test")
+    x, y = d[xk], d[yk]
+    if x.ndim == 4 and x.shape[1] == 1:
+        x = x[:, 0]
+    elif x.ndim == 4 and x.shape[3] == 1:
+        x = x[..., 0]
+    if x.ndim != 3:
+        raise DataError(f"{path}: {xk} has shape {x.shape}, expected (N, 28, 28) grayscale images")
+    check_count(x, y, f"{path} ({xk}, {yk})")
+    return uint8_images(x, f"{path} ({xk})"), y
+
+
+def load_mnist(path: Path, split: str) -> ImageData:
+    """Read one split of MNIST from a directory of IDX files or an .npz file.
+
+    Returns ImageData with images uint8 (N, 1, 28, 28), labels int64 (N,) in 0..9, levels 256.
+    """
+    if path.is_dir():
+        located = locate(path, split)
+        if located is None:
+            raise DataError(f"{path}: no MNIST files found; expected {expected_files()} in this directory")
+        path = located
+    if path.is_dir():
+        x, y = _from_idx(path, split)
+    else:
+        x, y = _from_npz(path, split)
+    images = torch.from_numpy(np.ascontiguousarray(x)).unsqueeze(1)
+    labels = labels_tensor(y, NUM_CLASSES, f"{path} ({split} labels)")
+    return ImageData(images=images, labels=labels, levels=256, num_classes=NUM_CLASSES)
