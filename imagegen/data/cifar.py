@@ -64,11 +64,12 @@ def read_batch(path: Path) -> tuple[np.ndarray, np.ndarray]:
     """Read an official CIFAR-10 python batch: images uint8 (N, 3, 32, 32), labels (N,)."""
     expected = "a pickled CIFAR-10 python batch (a dict with b'data' and b'labels')"
     require_file(path, expected)
-    with reading(path, expected), open(path, "rb") as f:
-        batch = _BatchUnpickler(f, encoding="bytes").load()
-    if not isinstance(batch, dict) or b"data" not in batch or b"labels" not in batch:
-        raise DataError(f"{path}: not a CIFAR-10 python batch (expected a dict with b'data' and b'labels')")
-    data, labels = np.asarray(batch[b"data"]), np.asarray(batch[b"labels"])
+    with reading(path, expected):
+        with open(path, "rb") as f:
+            batch = _BatchUnpickler(f, encoding="bytes").load()
+        if not isinstance(batch, dict) or b"data" not in batch or b"labels" not in batch:
+            raise DataError(f"{path}: not a CIFAR-10 python batch (a dict with b'data' and b'labels')")
+        data, labels = np.asarray(batch[b"data"]), np.asarray(batch[b"labels"], dtype=np.int64)
     if data.ndim != 2 or data.shape[1] != 3 * 32 * 32:
         raise DataError(f"{path}: b'data' has shape {data.shape}, expected (N, 3072) row-major RGB planes")
     check_count(data, labels, str(path))

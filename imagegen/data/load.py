@@ -1,0 +1,143 @@
+"""`load_dataset`: dataset name + path -> ImageData, finding or downloading the files."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from imagegen.errors import DataError
+
+from . import cifar, download, imagenet, mnist
+from .dataset import ImageData, normalize_split
+from .folder import load_folder
+from .transforms import BINARIZE_MODES, binarize as binarize_images, resize_images
+
+STOCHASTIC_SEED = 0  # the fixed seed of binarize="stochastic" at load time
+
+
+@dataclass(frozen=True)
+class _Source:
+    load: Callable[[Path, str], ImageData]  # (file or directory, split) -> data
+    locate: Callable[[Path, str], Path | None]  # directory -> what to pass to load, or None
+    expected: Callable[[], str]  # what to put in the directory, for error messages
+    download: Callable[[Path], None]
+    channels: int
+    default_binarize: str | None = None
+    val_alias: bool = False
+
+
+_SOURCES: dict[str, _Source] = {
+    "mnist": _Source(mnist.load_mnist, mnist.locate, mnist.expected_files, download.download_mnist, 1),
+    "binarized_mnist": _Source(
+        mnist.load_mnist, mnist.locate, mnist.expected_files, download.download_mnist, 1, "threshold"
+    ),
+    "cifar10": _Source(cifar.load_cifar10, cifar.locate, cifar.expected_files, download.download_cifar10, 3),
+    **{
+        f"imagenet{s}": _Source(
+            lambda p, split, s=s: imagenet.load_imagenet(p, split, s),
+            lambda d, split, s=s: imagenet.locate(d, split, s),
+            lambda s=s: imagenet.expected_files(s),
+            lambda d, s=s: download.download_imagenet(d, s),
+            3,
+            val_alias=True,
+        )
+        for s in (32, 64)
+    },
+}
+
+
+def available_datasets() -> list[str]:
+    """Names accepted by load_dataset."""
+    return [*_SOURCES, "folder"]
+
+
+def default_root(name: str) -> Path:
+    """~/.cache/imagegen/<name>, where a dataset is looked for (and downloaded) when no path is given."""
+    return Path.home() / ".cache" / "imagegen" / name
+
+
+def load_dataset(
+    name: str,
+    path: str | os.PathLike | None = None,
+    split: str = "train",
+    *,
+    image_size: int | None = None,
+    binarize: str | None = None,
+    download: bool = False,
+    root: str | os.PathLike | None = None,
+    channels: int | None = None,
+) -> ImageData:
+    """Load one split of a dataset into memory.
+
+    name: one of available_datasets().
+    path: a dataset file (.npz) or directory; None looks in `root` (default ~/.cache/imagegen/<name>).
+        A directory without the files is filled by downloading when download=True (MNIST, CIFAR-10).
+    split: "train" or "test" ("val"/"validation" also mean "test" for ImageNet; unused for folder,
+        which always returns every image).
+    image_size: side to resize to; required for "folder", optional elsewhere (a size other than the
+        native one crops/resizes every image with a BOX filter down, BICUBIC up).
+    binarize: None, "threshold" (pixel > 127) or "stochastic" (Bernoulli(pixel/255), drawn once with
+        a fixed seed); "threshold" by default for binarized_mnist. Binarized data has levels 2.
+    channels: 1 (grayscale) or 3 (RGB) for folder; other datasets accept only their own count.
+    Returns ImageData: images uint8 (N, C, H, W), labels int64 (N,) or None.
+    Raises DataError (one line, naming the path) for anything missing, unknown or unreadable.
+    """
+    key = str(name).lower().replace("-", "_")
+    if key not in available_datasets():
+        raise DataError(f"unknown dataset {name!r}: use one of {', '.join(available_datasets())}")
+    if binarize is not None and binarize not in BINARIZE_MODES:
+        raise DataError(f"unknown binarize mode {binarize!r}: use one of {', '.join(BINARIZE_MODES)}")
+    if image_size is not None and (not isinstance(image_size, int) or image_size < 1):
+        raise DataError(f"image_size must be a positive integer, got {image_size!r}")
+
+    if key == "folder":
+        directory = path if path is not None else root
+        if directory is None:
+            raise DataError("the folder dataset needs the path of a directory of images (--data)")
+        data = load_folder(Path(directory).expanduser(), image_size, channels)
+    else:
+        source = _SOURCES[key]
+        split = normalize_split(split, key, allow_val=source.val_alias)
+        if channels is not None and channels != source.channels:
+            raise DataError(f"{key} images have {source.channels} channel(s); channels={channels} is for folder")
+        data = source.load(_resolve(key, source, path, root, split, download), split)
+        if image_size is not None and image_size != data.image_size:
+            data.images = resize_images(data.images, image_size)
+
+    mode = binarize if binarize is not None else _SOURCES.get(key, _SOURCES["mnist"]).default_binarize
+    if mode is not None:
+        generator = torch.Generator().manual_seed(STOCHASTIC_SEED)
+        data = ImageData(binarize_images(data.images, mode, generator), data.labels, 2, data.num_classes)
+    return data
+
+
+def _resolve(
+    name: str, source: _Source, path: str | os.PathLike | None, root: str | os.PathLike | None,
+    split: str, download: bool,
+) -> Path:
+    """The file or directory to read, downloading into the directory first when allowed and needed."""
+    if path is not None:
+        p = Path(path).expanduser()
+        if p.is_file():
+            return p
+        if p.exists() and not p.is_dir():
+            raise DataError(f"{p} is neither a file nor a directory: expected {source.expected()}")
+        if not p.exists() and (p.suffix or not download):
+            raise DataError(f"{p} not found: expected {source.expected()} there")
+        directory = p
+    else:
+        directory = Path(root).expanduser() if root is not None else default_root(name)
+    found = source.locate(directory, split) if directory.is_dir() else None
+    if found is None and download:
+        source.download(directory)
+        found = source.locate(directory, split)
+    if found is None:
+        raise DataError(
+            f"{name} not found in {directory}: put {source.expected()} there, pass the path of your copy "
+            "(--data), or allow downloading (--download)"
+        )
+    return found

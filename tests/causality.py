@@ -1,0 +1,43 @@
+"""Gradient causality checks shared by every model's tests."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from imagegen.models import AutoregressiveModel
+
+
+def input_gradients(model: AutoregressiveModel, x: torch.Tensor, position: int,
+                    cond: torch.Tensor | None = None) -> torch.Tensor:
+    """|d logits[sub-pixel position] / d one-hot input|, summed over K: ``(C*H*W,)`` in flat order.
+
+    The model is fed one-hot inputs through a differentiable embedding of the integer image, so the
+    gradient w.r.t. each sub-pixel's one-hot vector is defined whatever the model does with it.
+    """
+    B, C, H, W = x.shape
+    K = model.levels
+    onehot = F.one_hot(x, K).float().requires_grad_(True)  # (B, C, H, W, K)
+    values = (onehot * torch.arange(K, dtype=torch.float32)).sum(-1)  # == x, but differentiable
+    logits = model(values, cond)  # scale() takes float images, so the graph reaches the one-hot input
+    flat = logits.permute(0, 2, 3, 1, 4).reshape(B, H * W * C, K)
+    flat[:, position].sum().backward()
+    return onehot.grad.abs().sum(-1).permute(0, 2, 3, 1).reshape(B, -1).sum(0)
+
+
+def check_causal(model: AutoregressiveModel, C: int, H: int, W: int, positions=None,
+                 cond: torch.Tensor | None = None, generator_seed: int = 0) -> None:
+    """Assert, for each flat position p, zero gradient at p and every later sub-pixel in generation
+    order, and a non-zero gradient at some earlier one (for every p but the first)."""
+    g = torch.Generator().manual_seed(generator_seed)
+    x = torch.randint(0, model.levels, (2, C, H, W), generator=g)
+    order = model.generation_order(C, H, W)
+    rank = torch.empty_like(order)
+    rank[order] = torch.arange(len(order))
+    positions = range(C * H * W) if positions is None else positions
+    for p in positions:
+        grad = input_gradients(model, x, p, cond)
+        later = rank >= rank[p]
+        assert grad[later].abs().max() == 0, f"position {p} depends on itself or a later sub-pixel"
+        if rank[p] > 0:
+            assert grad[~later].abs().max() > 0, f"position {p} sees nothing before it"
