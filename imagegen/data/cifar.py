@@ -148,6 +148,8 @@ def load_cifar10(path: Path, split: str) -> ImageData:
         if located is None:
             raise DataError(f"{path}: no CIFAR-10 files found; expected {expected_files()} in this directory")
         path = located
+    elif any(path.name in names for names in BATCHES.values()):  # one batch was named: use its folder
+        path = path.parent
     if path.is_dir():
         parts = []
         for name in BATCHES[split]:

@@ -65,15 +65,19 @@ class ImageData:
         return c, h, w
 
 
-def normalize_split(split: str, dataset: str, *, allow_val: bool = False) -> str:
-    """Return "train" or "test" for a split name; "val"/"validation" mean "test" when allow_val."""
+def normalize_split(split: str, dataset: str, where: object = None, *, allow_val: bool = False) -> str:
+    """Return "train" or "test" for a split name; "val"/"validation" mean "test" when allow_val.
+
+    `where` (the dataset's path) is named in the error message.
+    """
     s = str(split).lower()
     if s in SPLITS:
         return s
     if allow_val and s in _TEST_ALIASES:
         return "test"
     known = ", ".join(repr(x) for x in SPLITS + (_TEST_ALIASES if allow_val else ()))
-    raise DataError(f"unknown split {split!r} for dataset {dataset!r}: use one of {known}")
+    at = f" at {where}" if where is not None else ""
+    raise DataError(f"unknown split {split!r} for dataset {dataset!r}{at}: use one of {known}")
 
 
 def labels_tensor(labels: np.ndarray, num_classes: int, where: str, *, offset: int = 0) -> torch.Tensor:
@@ -84,10 +88,8 @@ def labels_tensor(labels: np.ndarray, num_classes: int, where: str, *, offset: i
         )
     out = torch.from_numpy(labels.astype(np.int64)) - offset
     if out.numel() and (int(out.min()) < 0 or int(out.max()) >= num_classes):
-        lo, hi = offset, num_classes - 1 + offset
-        raise DataError(
-            f"{where}: labels must lie in {lo}..{hi}, found {int(out.min()) + offset}..{int(out.max()) + offset}"
-        )
+        lo, hi = int(out.min()) + offset, int(out.max()) + offset
+        raise DataError(f"{where}: labels must lie in {offset}..{num_classes - 1 + offset}, found {lo}..{hi}")
     return out
 
 

@@ -19,8 +19,17 @@ _MODES = {1: "L", 3: "RGB"}
 
 
 def find_images(directory: Path) -> list[Path]:
-    """Image files under `directory` (recursively, by extension, case-insensitive), sorted by path."""
-    return sorted(p for p in directory.rglob("*") if p.suffix.lower() in EXTENSIONS and p.is_file())
+    """Image files under `directory` (recursively, by extension, case-insensitive), sorted by path.
+
+    Hidden files and folders (names starting with ".", such as macOS "._x.png") are skipped.
+    """
+    return sorted(
+        p
+        for p in directory.rglob("*")
+        if p.suffix.lower() in EXTENSIONS
+        and not any(part.startswith(".") for part in p.relative_to(directory).parts)
+        and p.is_file()
+    )
 
 
 def read_image(path: Path, image_size: int, channels: int = 3) -> np.ndarray:
@@ -42,7 +51,7 @@ def read_image(path: Path, image_size: int, channels: int = 3) -> np.ndarray:
 def load_folder(directory: Path, image_size: int | None, channels: int | None = None) -> ImageData:
     """Read every image under `directory` into one unlabelled dataset.
 
-    Files ending in png/jpg/jpeg/bmp/webp/gif are taken recursively in path order; each is
+    Files ending in png/jpg/jpeg/bmp/webp/gif (not hidden) are taken recursively in path order; each is
     center-cropped to a square and resized to image_size (BOX filter down, BICUBIC up).
     channels: 3 (RGB, the default) or 1 (grayscale L).
     Returns ImageData with images uint8 (N, channels, image_size, image_size), labels None, levels 256.
@@ -59,7 +68,9 @@ def load_folder(directory: Path, image_size: int | None, channels: int | None = 
         raise DataError(f"{directory} {what}: expected a directory of image files ({', '.join(EXTENSIONS)})")
     files = find_images(directory)
     if not files:
-        raise DataError(f"{directory}: no image files found; expected files ending in {', '.join(EXTENSIONS)}")
+        raise DataError(
+            f"{directory}: no image files found; expected files ending in {', '.join(EXTENSIONS)}"
+        )
     images = np.empty((len(files), channels, image_size, image_size), dtype=np.uint8)
     for i, f in enumerate(files):
         images[i] = read_image(f, int(image_size), channels)

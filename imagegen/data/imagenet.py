@@ -24,7 +24,7 @@ def expected_files(size: int) -> str:
     """What a user must put in an ImageNet directory, for error messages."""
     return (
         f"Imagenet{size}_train_npz/train_data_batch_1.npz .. _{NUM_TRAIN_BATCHES}.npz and "
-        f"Imagenet{size}_val_npz/{VAL_NAME} (downloaded from image-net.org, 'Downsampled ImageNet {size}x{size}')"
+        f"Imagenet{size}_val_npz/{VAL_NAME} (from image-net.org, 'Downsampled ImageNet {size}x{size}')"
     )
 
 
@@ -49,7 +49,8 @@ def find_files(directory: Path, split: str, size: int) -> list[Path]:
     if duplicates:
         clash = [str(p) for p in files if p.name == duplicates[0]]
         raise DataError(
-            f"{directory}: found {duplicates[0]} more than once ({', '.join(clash)}); pass the folder of one set"
+            f"{directory}: found {duplicates[0]} more than once ({', '.join(clash)}); "
+            "pass the folder of one set"
         )
     return sorted(files, key=_batch_number)
 
@@ -83,11 +84,11 @@ def load_imagenet(path: Path, split: str, size: int) -> ImageData:
         files = find_files(path, split, size)
         if not files:
             name = "train_data_batch_<k>.npz" if split == "train" else VAL_NAME
-            raise DataError(f"{path}: no {name} found (searched recursively); expected {expected_files(size)}")
-        if split == "train" and [_batch_number(p) for p in files] != list(range(1, NUM_TRAIN_BATCHES + 1)):
+            raise DataError(f"{path}: no {name} found (nor in subfolders); expected {expected_files(size)}")
+        numbers = [_batch_number(p) for p in files]
+        if split == "train" and numbers != list(range(1, NUM_TRAIN_BATCHES + 1)):
             warnings.warn(
-                f"{path}: found train batches {[_batch_number(p) for p in files]}, not 1..{NUM_TRAIN_BATCHES}; "
-                "loading only these",
+                f"{path}: found train batches {numbers}, not 1..{NUM_TRAIN_BATCHES}; loading only these",
                 stacklevel=3,
             )
     else:

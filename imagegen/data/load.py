@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import operator
 import os
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -11,10 +12,12 @@ import torch
 
 from imagegen.errors import DataError
 
-from . import cifar, download, imagenet, mnist
+from . import cifar, imagenet, mnist
+from . import download as fetch
 from .dataset import ImageData, normalize_split
 from .folder import load_folder
-from .transforms import BINARIZE_MODES, binarize as binarize_images, resize_images
+from .transforms import BINARIZE_MODES, resize_images
+from .transforms import binarize as binarize_images
 
 STOCHASTIC_SEED = 0  # the fixed seed of binarize="stochastic" at load time
 
@@ -26,23 +29,27 @@ class _Source:
     expected: Callable[[], str]  # what to put in the directory, for error messages
     download: Callable[[Path], None]
     channels: int
+    cache: str  # folder name under ~/.cache/imagegen
     default_binarize: str | None = None
     val_alias: bool = False
 
 
 _SOURCES: dict[str, _Source] = {
-    "mnist": _Source(mnist.load_mnist, mnist.locate, mnist.expected_files, download.download_mnist, 1),
+    "mnist": _Source(mnist.load_mnist, mnist.locate, mnist.expected_files, fetch.download_mnist, 1, "mnist"),
     "binarized_mnist": _Source(
-        mnist.load_mnist, mnist.locate, mnist.expected_files, download.download_mnist, 1, "threshold"
+        mnist.load_mnist, mnist.locate, mnist.expected_files, fetch.download_mnist, 1, "mnist", "threshold"
     ),
-    "cifar10": _Source(cifar.load_cifar10, cifar.locate, cifar.expected_files, download.download_cifar10, 3),
+    "cifar10": _Source(
+        cifar.load_cifar10, cifar.locate, cifar.expected_files, fetch.download_cifar10, 3, "cifar10"
+    ),
     **{
         f"imagenet{s}": _Source(
             lambda p, split, s=s: imagenet.load_imagenet(p, split, s),
             lambda d, split, s=s: imagenet.locate(d, split, s),
             lambda s=s: imagenet.expected_files(s),
-            lambda d, s=s: download.download_imagenet(d, s),
+            lambda d, s=s: fetch.download_imagenet(d, s),
             3,
+            f"imagenet{s}",
             val_alias=True,
         )
         for s in (32, 64)
@@ -56,8 +63,12 @@ def available_datasets() -> list[str]:
 
 
 def default_root(name: str) -> Path:
-    """~/.cache/imagegen/<name>, where a dataset is looked for (and downloaded) when no path is given."""
-    return Path.home() / ".cache" / "imagegen" / name
+    """~/.cache/imagegen/<name>, where a dataset is looked for (and downloaded) when no path is given.
+
+    binarized_mnist shares ~/.cache/imagegen/mnist with mnist.
+    """
+    key = str(name).lower().replace("-", "_")
+    return Path.home() / ".cache" / "imagegen" / (_SOURCES[key].cache if key in _SOURCES else key)
 
 
 def load_dataset(
@@ -74,7 +85,7 @@ def load_dataset(
     """Load one split of a dataset into memory.
 
     name: one of available_datasets().
-    path: a dataset file (.npz) or directory; None looks in `root` (default ~/.cache/imagegen/<name>).
+    path: a dataset file (.npz) or directory; None looks in `root` (default: default_root(name)).
         A directory without the files is filled by downloading when download=True (MNIST, CIFAR-10).
     split: "train" or "test" ("val"/"validation" also mean "test" for ImageNet; unused for folder,
         which always returns every image).
@@ -87,12 +98,14 @@ def load_dataset(
     Raises DataError (one line, naming the path) for anything missing, unknown or unreadable.
     """
     key = str(name).lower().replace("-", "_")
+    where = path if path is not None else root if root is not None else default_root(key)
     if key not in available_datasets():
-        raise DataError(f"unknown dataset {name!r}: use one of {', '.join(available_datasets())}")
+        known = ", ".join(available_datasets())
+        raise DataError(f"unknown dataset {name!r} (for {where}): use one of {known}")
     if binarize is not None and binarize not in BINARIZE_MODES:
         raise DataError(f"unknown binarize mode {binarize!r}: use one of {', '.join(BINARIZE_MODES)}")
-    if image_size is not None and (not isinstance(image_size, int) or image_size < 1):
-        raise DataError(f"image_size must be a positive integer, got {image_size!r}")
+    if image_size is not None:
+        image_size = _positive_int(image_size, "image_size", where)
 
     if key == "folder":
         directory = path if path is not None else root
@@ -101,23 +114,39 @@ def load_dataset(
         data = load_folder(Path(directory).expanduser(), image_size, channels)
     else:
         source = _SOURCES[key]
-        split = normalize_split(split, key, allow_val=source.val_alias)
+        split = normalize_split(split, key, where, allow_val=source.val_alias)
         if channels is not None and channels != source.channels:
-            raise DataError(f"{key} images have {source.channels} channel(s); channels={channels} is for folder")
+            raise DataError(
+                f"{key} at {where} has {source.channels}-channel images; channels={channels} is for folder"
+            )
         data = source.load(_resolve(key, source, path, root, split, download), split)
         if image_size is not None and image_size != data.image_size:
             data.images = resize_images(data.images, image_size)
 
-    mode = binarize if binarize is not None else _SOURCES.get(key, _SOURCES["mnist"]).default_binarize
+    mode = binarize if binarize is not None or key == "folder" else _SOURCES[key].default_binarize
     if mode is not None:
         generator = torch.Generator().manual_seed(STOCHASTIC_SEED)
         data = ImageData(binarize_images(data.images, mode, generator), data.labels, 2, data.num_classes)
     return data
 
 
+def _positive_int(value: object, what: str, where: object) -> int:
+    try:
+        n = operator.index(value)  # type: ignore[arg-type]
+    except TypeError:
+        n = 0
+    if n < 1:
+        raise DataError(f"{what} must be a positive integer, got {value!r} (for {where})")
+    return n
+
+
 def _resolve(
-    name: str, source: _Source, path: str | os.PathLike | None, root: str | os.PathLike | None,
-    split: str, download: bool,
+    name: str,
+    source: _Source,
+    path: str | os.PathLike | None,
+    root: str | os.PathLike | None,
+    split: str,
+    download: bool,
 ) -> Path:
     """The file or directory to read, downloading into the directory first when allowed and needed."""
     if path is not None:

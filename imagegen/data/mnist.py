@@ -80,7 +80,7 @@ def _from_idx(directory: Path, split: str) -> tuple[np.ndarray, np.ndarray]:
         path = _find_file(directory, name)
         if path is None:
             raise DataError(
-                f"{directory / name}[.gz] not found: put the MNIST file {name}.gz (or unzipped) in {directory}"
+                f"{directory / name}[.gz] not found: put the MNIST file {name}.gz (or gunzipped) there"
             )
         arrays.append(read_idx(path, magic))
     images, labels = arrays
@@ -116,6 +116,8 @@ def load_mnist(path: Path, split: str) -> ImageData:
         if located is None:
             raise DataError(f"{path}: no MNIST files found; expected {expected_files()} in this directory")
         path = located
+    elif "idx" in path.name:  # one of the IDX files was named: read the set from its folder
+        path = path.parent
     if path.is_dir():
         x, y = _from_idx(path, split)
     else:

@@ -1,0 +1,84 @@
+"""Reading user images and writing PNGs and image grids."""
+
+from __future__ import annotations
+
+import math
+import os
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+
+from .errors import DataError
+
+
+def to_uint8(images: torch.Tensor, levels: int = 256) -> torch.Tensor:
+    """Images ``(..., C, H, W)`` with values in ``[0, levels)`` -> uint8 in ``[0, 255]``."""
+    x = images.long()
+    if levels != 256:
+        x = (x * 255 + (levels - 1) // 2) // (levels - 1)
+    return x.clamp(0, 255).to(torch.uint8)
+
+
+def make_grid(images: torch.Tensor, nrow: int | None = None, padding: int = 2, pad_value: int = 0
+              ) -> torch.Tensor:
+    """uint8 images ``(N, C, H, W)`` -> one uint8 image ``(C, rows*(H+p)+p, nrow*(W+p)+p)``.
+
+    ``nrow`` is the number of images per row (default: a square-ish grid).
+    """
+    N, C, H, W = images.shape
+    nrow = nrow or max(1, math.ceil(math.sqrt(N)))
+    rows = math.ceil(N / nrow)
+    grid = torch.full((C, rows * (H + padding) + padding, nrow * (W + padding) + padding), pad_value,
+                      dtype=torch.uint8)
+    for k in range(N):
+        r, c = divmod(k, nrow)
+        y, x = padding + r * (H + padding), padding + c * (W + padding)
+        grid[:, y : y + H, x : x + W] = images[k]
+    return grid
+
+
+def save_png(image: torch.Tensor, path: str | os.PathLike, zoom: int = 1) -> Path:
+    """Write a uint8 image ``(C, H, W)`` (C = 1 or 3) as PNG, enlarged ``zoom`` times with nearest
+    neighbours; the file appears whole or not at all. Returns the path."""
+    path = Path(path)
+    array = image.permute(1, 2, 0).numpy()
+    if zoom > 1:
+        array = np.repeat(np.repeat(array, zoom, axis=0), zoom, axis=1)
+    pil = Image.fromarray(array[:, :, 0] if array.shape[2] == 1 else array)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".png.tmp")
+    os.close(fd)
+    try:
+        pil.save(tmp, format="PNG")
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+    return path
+
+
+def save_grid(images: torch.Tensor, path: str | os.PathLike, levels: int = 256, nrow: int | None = None,
+              zoom: int | None = None) -> Path:
+    """Write images ``(N, C, H, W)`` in ``[0, levels)`` as one PNG grid; small images are enlarged
+    (``zoom``, default so that each image is at least 96 pixels wide). Returns the path."""
+    grid = make_grid(to_uint8(images, levels), nrow=nrow)
+    zoom = zoom or max(1, 96 // images.shape[-1])
+    return save_png(grid, path, zoom)
+
+
+def read_image(path: str | os.PathLike, channels: int) -> torch.Tensor:
+    """Read a PNG/JPEG/... of any mode as uint8 ``(channels, H, W)`` (grey if 1, RGB if 3)."""
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"image file not found: {path}")
+    try:
+        with Image.open(path) as im:
+            im = im.convert("L" if channels == 1 else "RGB")
+            array = np.asarray(im, dtype=np.uint8)
+    except (OSError, ValueError) as e:
+        raise DataError(f"cannot read image {path}: {e}; give a PNG or JPEG file") from None
+    t = torch.from_numpy(array.copy())
+    return t[None] if t.ndim == 2 else t.permute(2, 0, 1).contiguous()
