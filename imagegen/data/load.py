@@ -32,6 +32,7 @@ class _Source:
     cache: str  # folder name under ~/.cache/imagegen
     default_binarize: str | None = None
     val_alias: bool = False
+    downloadable: bool = True
 
 
 _SOURCES: dict[str, _Source] = {
@@ -51,6 +52,7 @@ _SOURCES: dict[str, _Source] = {
             3,
             f"imagenet{s}",
             val_alias=True,
+            downloadable=False,
         )
         for s in (32, 64)
     },
@@ -165,8 +167,9 @@ def _resolve(
         source.download(directory)
         found = source.locate(directory, split)
     if found is None:
+        fetch_hint = ", or allow downloading (--download)" if source.downloadable else ""
         raise DataError(
-            f"{name} not found in {directory}: put {source.expected()} there, pass the path of your copy "
-            "(--data), or allow downloading (--download)"
+            f"{name} not found in {directory}: put {source.expected()} there or pass the path of your copy "
+            f"(--data){fetch_hint}"
         )
     return found
