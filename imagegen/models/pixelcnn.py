@@ -100,14 +100,15 @@ class GatedLayer(nn.Module):
     """
 
     def __init__(self, in_features: int, hidden: int, kernel_size: int, channels: int,
-                 skip_features: int, first: bool):
+                 skip_features: int, first: bool, last: bool):
         super().__init__()
         self.channels, self.first = channels, first
         self.v_conv = RowsAboveConv(in_features, 2 * hidden, kernel_size, strict=first)
         self.v_to_h = nn.Conv2d(2 * hidden, 2 * hidden, 1)
         self.h_conv = MaskedConv2d(in_features, 2 * hidden, (1, kernel_size // 2 + 1), "A" if first else "B",
                                    channels, center=(0, kernel_size // 2))
-        self.h_out = MaskedConv2d(hidden, hidden, 1, "B", channels)
+        # The last layer's horizontal output would feed nothing: only its skip is used.
+        self.h_out = None if last else MaskedConv2d(hidden, hidden, 1, "B", channels)
         self.skip = MaskedConv2d(hidden, skip_features, 1, "B", channels)
 
     def vertical(self, v: torch.Tensor, bias: torch.Tensor | float, row: int | None = None
@@ -121,6 +122,8 @@ class GatedLayer(nn.Module):
                    cache: ConvCache | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """Horizontal input ``(B, F, H, W)`` and link -> (output ``(B, h, H, W)``, skip)."""
         g = gate(self.h_conv(h, cache) + link + bias, self.channels)
+        if self.h_out is None:
+            return h, self.skip(g)
         out = self.h_out(g)
         return (out if self.first else h + out), self.skip(g)
 
@@ -158,7 +161,7 @@ class GatedPixelCNN(AutoregressiveModel):
         self.hidden = hidden
         self.layers = nn.ModuleList(
             GatedLayer(channels if l == 0 else hidden, hidden, first_kernel_size if l == 0 else kernel_size,
-                       channels, skip_features, first=l == 0)
+                       channels, skip_features, first=l == 0, last=l == num_layers - 1)
             for l in range(num_layers))
         # V h: one class bias per layer, for the vertical and the horizontal gates.
         self.label = nn.Embedding(num_classes, num_layers * 4 * hidden) if num_classes else None

@@ -1,0 +1,129 @@
+"""The trainer: exact resume, bf16 on CPU, 2-process data parallel, run-directory safety."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from accelerate.state import AcceleratorState
+from safetensors.torch import load_file
+
+from imagegen import checkpoint
+from imagegen.errors import ImagegenError
+from imagegen.training import Trainer, lr_factor
+from tests.helpers import tiny_config, tiny_mnist
+
+
+@pytest.fixture()
+def data(tmp_path):
+    return tiny_mnist(tmp_path / "mnist.npz")
+
+
+def _state(trainer):
+    return {**{f"model.{k}": v.clone() for k, v in trainer.raw_model.state_dict().items()},
+            **{f"ema.{k}": v.clone() for k, v in trainer.ema.state_dict().items()}}
+
+
+def test_resume_continues_exactly(data, tmp_path):
+    straight = Trainer(tiny_config(data), tmp_path / "a", show_progress=False)
+    straight.fit()
+
+    interrupted = Trainer(tiny_config(data), tmp_path / "b", show_progress=False)
+    for _ in range(3):
+        interrupted.train_step()
+    interrupted.save()
+    interrupted.train_step()  # work after the last checkpoint is lost, as in a crash
+    del interrupted
+    resumed = Trainer(tiny_config(data), tmp_path / "b", resume=True, show_progress=False)
+    assert resumed.step == 3
+    resumed.fit()
+
+    a, b = _state(straight), _state(resumed)
+    assert a.keys() == b.keys()
+    for k in a:
+        assert torch.equal(a[k], b[k]), k
+    assert not torch.equal(a["model.head.weight"], Trainer(tiny_config(data), tmp_path / "c",
+                                                           show_progress=False).raw_model.head.weight)
+
+
+def test_run_directory_is_complete_and_never_overwritten(data, tmp_path):
+    run = tmp_path / "run"
+    Trainer(tiny_config(data, sample_every=3), run, show_progress=False).fit()
+    records = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    assert {"loss", "bpd", "lr", "images_per_s"} <= records[0].keys()
+    assert [r["step"] for r in records if "eval_bpd" in r] == [3, 6]
+    assert sorted(p.name for p in (run / "checkpoints").iterdir()) == ["step_00000003", "step_00000006"]
+    assert (run / "samples" / "step_00000006.png").is_file() and (run / "config.yaml").is_file()
+    model = checkpoint.load(run / "model")
+    assert checkpoint.read_info(run / "model")["step"] == 6 and model.levels == 256
+    with pytest.raises(ImagegenError, match="--resume"):
+        Trainer(tiny_config(data), run, show_progress=False)
+
+
+def test_bf16_mixed_precision_trains_on_cpu(data, tmp_path):
+    trainer = Trainer(tiny_config(data, mixed_precision="bf16", max_steps=40, lr=1e-2, eval_every=40,
+                                  checkpoint_every=40), tmp_path / "run", show_progress=False)
+    first = trainer.train_step()
+    trainer.fit()
+    last = [json.loads(x) for x in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    train_losses = [r["loss"] for r in last if "loss" in r]
+    assert sum(train_losses[-5:]) / 5 < first - 1.0, (first, train_losses[-5:])  # uniform: ln 256 = 5.55
+    assert all(p.dtype == torch.float32 for p in trainer.raw_model.parameters())
+    x, _ = trainer.batch(0)
+    logits = trainer.model(x)  # accelerate runs forward under bf16 autocast and returns float32
+    assert torch.equal(logits, logits.bfloat16().float()), "logits were not computed in bf16"
+
+
+def _gradients_of_first_step(trainer):
+    """The gradients the optimiser receives at the first optimiser step."""
+    seen = []
+    original = trainer.optimizer.step
+
+    def step(*args, **kwargs):
+        if trainer.accelerator.sync_gradients:  # accelerate skips the step on other micro-batches
+            seen.append([p.grad.clone() for p in trainer.raw_model.parameters()])
+        return original(*args, **kwargs)
+
+    trainer.optimizer.step = step
+    trainer.train_step()
+    assert len(seen) == 1, "the optimiser must step once per accumulated batch"
+    return seen[0]
+
+
+def test_gradient_accumulation_matches_bigger_batch(data, tmp_path):
+    # Micro-batches 2k and 2k+1 of size 4 hold the images of global batch k of size 8.
+    big = _gradients_of_first_step(Trainer(tiny_config(data, batch_size=8, grad_clip=None), tmp_path / "a",
+                                           show_progress=False))
+    AcceleratorState._reset_state(reset_partial_state=True)  # one accelerate state per process
+    acc = _gradients_of_first_step(Trainer(tiny_config(data, batch_size=4, grad_accum=2, grad_clip=None),
+                                           tmp_path / "b", show_progress=False))
+    for a, b in zip(big, acc, strict=True):
+        torch.testing.assert_close(a, b, atol=1e-6, rtol=1e-4)
+
+
+def test_lr_schedule_warmup_then_cosine(data):
+    cfg = tiny_config(data, max_steps=100, warmup_steps=10, min_lr_ratio=0.1)
+    assert lr_factor(0, cfg) == pytest.approx(0.1) and lr_factor(9, cfg) == pytest.approx(1.0)
+    assert lr_factor(55, cfg) == pytest.approx(0.55) and lr_factor(100, cfg) == pytest.approx(0.1)
+    cfg.train.schedule = "rsqrt"
+    assert lr_factor(39, cfg) == pytest.approx(0.5)
+
+
+def test_two_process_data_parallel_ranks_end_identical(data, tmp_path):
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("ACCELERATE_", "RANK", "WORLD_SIZE"))}
+    env["OMP_NUM_THREADS"] = "1"
+    # torch's launcher (what `accelerate launch --multi_gpu` runs); accelerate picks gloo on CPU.
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+           str(Path(__file__).parent / "ddp_worker.py"), str(data), str(tmp_path)]
+    result = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "of 2 done" in result.stdout
+    r0, r1 = load_file(tmp_path / "rank0.safetensors"), load_file(tmp_path / "rank1.safetensors")
+    for k in r0:
+        assert torch.equal(r0[k], r1[k]), k
+    trained = checkpoint.load(tmp_path / "run" / "model")
+    assert checkpoint.read_info(tmp_path / "run" / "model")["step"] == 4
+    assert trained.head.weight.shape == r0["head.weight"].shape
