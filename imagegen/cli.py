@@ -70,12 +70,13 @@ def train(config, overrides, output_dir, resume, max_steps, data_path):
 
 
 @main.command()
-@click.option("--checkpoint", "-c", help="Checkpoint directory or shipped name (default: the shipped default).")
+@click.option("--checkpoint", "-c", help="Checkpoint directory or shipped name (default: the shipped one).")
 @click.option("--num", "-n", default=16, show_default=True, type=click.IntRange(min=1))
 @click.option("--temperature", "-t", default=1.0, show_default=True, type=click.FloatRange(min=0))
 @click.option("--seed", "-s", type=int, help="Seed for reproducible samples.")
-@click.option("--label", "-l", type=int, help="Class label for class-conditional models (default: cycle 0..).")
-@click.option("--out", "-o", default="samples.png", show_default=True, type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--label", "-l", type=int, help="Class label (class-conditional models; default: cycle 0..).")
+@click.option("--out", "-o", default="samples.png", show_default=True,
+              type=click.Path(dir_okay=False, path_type=Path))
 @click.option("--decoder", type=click.Choice(["cached", "reference"]), default="cached", show_default=True)
 @click.option("--device", default="cpu", show_default=True, help="Torch device, e.g. cuda.")
 @_friendly
@@ -95,7 +96,8 @@ def sample(checkpoint, num, temperature, seed, label, out, decoder, device):
         raise ImagegenError("--label needs a class-conditional checkpoint; this one is unconditional")
     if model.num_classes:
         if label is not None and not 0 <= label < model.num_classes:
-            raise ImagegenError(f"--label {label} is out of range: this model has classes 0..{model.num_classes - 1}")
+            raise ImagegenError(f"--label {label} is out of range: this model has classes "
+                                f"0..{model.num_classes - 1}")
         cond = torch.full((num,), label) if label is not None else torch.arange(num) % model.num_classes
         cond = cond.to(device)
     with tqdm(total=num * model.channels * model.image_size[0] * model.image_size[1], unit="sub-px",
@@ -107,7 +109,7 @@ def sample(checkpoint, num, temperature, seed, label, out, decoder, device):
 
 
 @main.command("eval")
-@click.option("--checkpoint", "-c", help="Checkpoint directory or shipped name (default: the shipped default).")
+@click.option("--checkpoint", "-c", help="Checkpoint directory or shipped name (default: the shipped one).")
 @click.option("--data", "data_path", required=True, help="Dataset file or folder.")
 @click.option("--dataset", help="Dataset name (default: the one the checkpoint was trained on).")
 @click.option("--split", default="test", show_default=True)

@@ -115,8 +115,9 @@ class Trainer:
         # cpu=True on a machine without an accelerator lets accelerate run several CPU processes
         # (gloo) when started by torchrun; a single process is unaffected.
         no_accelerator = not (torch.cuda.is_available() or torch.backends.mps.is_available())
-        self.accelerator = Accelerator(mixed_precision=t.mixed_precision, gradient_accumulation_steps=t.grad_accum,
-                                       log_with=trackers, project_dir=str(self.run_dir), cpu=no_accelerator)
+        self.accelerator = Accelerator(mixed_precision=t.mixed_precision,
+                                       gradient_accumulation_steps=t.grad_accum, log_with=trackers,
+                                       project_dir=str(self.run_dir), cpu=no_accelerator)
         acc = self.accelerator
         existing = self.checkpoints()
         if existing and not resume:
@@ -201,7 +202,8 @@ class Trainer:
                             micro_step, t.seed)
         x = data.images[idx]
         if self.config.data.binarize == "stochastic":
-            g = torch.Generator().manual_seed(t.seed * 7919 + micro_step * acc.num_processes + acc.process_index)
+            seed = t.seed * 7919 + micro_step * acc.num_processes + acc.process_index
+            g = torch.Generator().manual_seed(seed)
             x = binarize(x, "stochastic", generator=g)
         x = x.to(acc.device, non_blocking=True).long()
         if t.channels_last:
@@ -286,9 +288,11 @@ class Trainer:
                 elapsed = time.perf_counter() - window_start
                 loss = window_loss / window_steps
                 rec = {"step": self.step, "loss": loss, "bpd": loss / math.log(2),
-                       "lr": self.scheduler.get_last_lr()[0], "images_per_s": images_per_step * window_steps / elapsed}
+                       "lr": self.scheduler.get_last_lr()[0],
+                       "images_per_s": images_per_step * window_steps / elapsed}
                 self.log(rec)
-                bar.set_postfix(loss=f"{loss:.4f}", bpd=f"{rec['bpd']:.4f}", img_s=f"{rec['images_per_s']:.0f}")
+                bar.set_postfix(loss=f"{loss:.4f}", bpd=f"{rec['bpd']:.4f}",
+                                img_s=f"{rec['images_per_s']:.0f}")
                 window_loss, window_steps, window_start = 0.0, 0, time.perf_counter()
             done = self.step == t.max_steps
             if self.step % t.eval_every == 0 or done:

@@ -15,5 +15,6 @@ data, out = Path(sys.argv[1]), Path(sys.argv[2])
 trainer = Trainer(tiny_config(data, max_steps=4, checkpoint_every=2), out / "run", show_progress=False)
 trainer.fit()
 rank = trainer.accelerator.process_index
-save_file({k: v.contiguous() for k, v in trainer.raw_model.state_dict().items()}, out / f"rank{rank}.safetensors")
+weights = {k: v.contiguous() for k, v in trainer.raw_model.state_dict().items()}
+save_file(weights, out / f"rank{rank}.safetensors")
 print(f"rank {rank} of {trainer.accelerator.num_processes} done")

@@ -143,7 +143,7 @@ class RowsAboveConv(nn.Module):
         return self.conv(F.pad(x, self.pad))[:, :, : x.shape[2]]
 
     def row(self, padded: torch.Tensor, i: int) -> torch.Tensor:
-        """Output row ``i`` ``(B, F_out, 1, W)`` from the padded input ``(B, F_in, H + k//2, W + 2(k//2))``."""
+        """Output row ``i`` ``(B, F_out, 1, W)`` from the input padded by ``pad``."""
         return self.conv(padded[:, :, i : i + self.conv.kernel_size[0]])
 
 
@@ -168,7 +168,7 @@ class GatedPixelCNN(AutoregressiveModel):
         self.out = MaskedConv2d(skip_features, channels * out_hidden, 1, "B", channels)
         self.head = CategoricalHead(out_hidden, channels, levels)
 
-    def label_biases(self, cond: torch.Tensor | None) -> list[tuple[torch.Tensor | float, torch.Tensor | float]]:
+    def label_biases(self, cond: torch.Tensor | None) -> list[tuple[torch.Tensor | float, ...]]:
         """Per layer, the (vertical, horizontal) gate biases ``(B, 2h, 1, 1)`` of labels ``cond (B,)``."""
         if self.label is None:
             return [(0.0, 0.0)] * len(self.layers)
