@@ -1,0 +1,83 @@
+"""Smoke tests of scripts/eval_bpd.py and scripts/bench_train.py, run as a user would (subprocess)."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from imagegen import checkpoint
+from imagegen.data import load_dataset
+from imagegen.metrics import bits_per_dim
+from imagegen.models import build_model
+
+from .helpers import tiny_mnist
+
+SCRIPTS = Path(__file__).resolve().parent.parent / "scripts"
+# One thread: the scripts' tiny models are far slower with threads fighting over busy cores.
+ENV = {**os.environ, "OMP_NUM_THREADS": "1"}
+
+
+def run_script(name: str, *args: str) -> subprocess.CompletedProcess:
+    """Run ``scripts/<name>`` with ``args``; returns the finished process (text stdout/stderr)."""
+    return subprocess.run([sys.executable, str(SCRIPTS / name), *args], capture_output=True, text=True,
+                          env=ENV, timeout=120)
+
+
+def table_rows(stdout: str) -> list[list[str]]:
+    """Cells of every body row of the markdown table in ``stdout``."""
+    lines = [line for line in stdout.splitlines() if line.startswith("| ")]
+    return [[c.strip() for c in line.strip("|").split("|")] for line in lines[1:]]
+
+
+def test_eval_bpd_matches_the_metric(tmp_path):
+    data = tiny_mnist(tmp_path / "tiny.npz", n_train=4, n_test=12)
+    big = tmp_path / "big.npz"  # 28x28 images: a shape the 8x8 checkpoints cannot take
+    np.savez(big, x_train=np.zeros((2, 28, 28), np.uint8), y_train=np.zeros(2, np.uint8),
+             x_test=np.zeros((2, 28, 28), np.uint8), y_test=np.zeros(2, np.uint8))
+    gray = build_model("gated_pixelcnn", channels=1, image_size=8, levels=256, hidden=4, num_layers=2)
+    binary = build_model("gated_pixelcnn", channels=1, image_size=8, levels=2, hidden=4, num_layers=2)
+    checkpoint.save(gray, tmp_path / "gray", dataset="mnist")
+    checkpoint.save(binary, tmp_path / "binary", dataset="mnist", binarize="threshold")
+    out_md = tmp_path / "table.md"
+
+    proc = run_script("eval_bpd.py", "-c", str(tmp_path / "gray"), "-c", str(tmp_path / "binary"),
+                      "--data", f"mnist={data}", "--data", f"mnist={big}", "--limit", "10",
+                      "--batch-size", "4", "--out", str(out_md))
+
+    assert proc.returncode == 0, proc.stderr
+    rows = table_rows(proc.stdout)
+    assert len(rows) == 4  # 2 checkpoints x 2 datasets
+    assert out_md.read_text().strip() == proc.stdout.strip()
+    for directory, mode in (("gray", None), ("binary", "threshold")):
+        model = checkpoint.load(tmp_path / directory)
+        expected = bits_per_dim(model, load_dataset("mnist", data, "test", binarize=mode).images[:10])
+        ok, mismatch = [r for r in rows if r[0] == str(tmp_path / directory)]
+        assert ok[1:3] == ["gated_pixelcnn", f"{sum(p.numel() for p in model.parameters()):,}"]
+        assert ok[3:6] == [f"mnist ({data})", "test", "10"]
+        assert ok[6] == f"{expected:.4f}"
+        assert mismatch[6] == "shape mismatch"
+
+
+def test_eval_bpd_missing_checkpoint_exits_2(tmp_path):
+    data = tiny_mnist(tmp_path / "tiny.npz", n_train=2, n_test=2)
+    proc = run_script("eval_bpd.py", "-c", str(tmp_path / "nowhere"), "--data", f"mnist={data}")
+    assert proc.returncode == 2
+    assert proc.stdout == ""
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: ") and "nowhere" in lines[0]
+
+
+def test_bench_train_quick_prints_four_variants():
+    proc = run_script("bench_train.py", "--quick", "--device", "cpu", "--batch-size", "4",
+                      "--set", "model.hidden=4", "--set", "model.num_layers=2", "--set", "model.out_hidden=4",
+                      "--shape", "1,8,8", "--sample-shape", "1,4,4", "--num-samples", "2")
+    assert proc.returncode == 0, proc.stderr
+    variants = {(r[2], r[3]) for r in table_rows(proc.stdout)}
+    assert variants == {(p, m) for p in ("fp32", "bf16") for m in ("NCHW", "channels_last")}
+    assert "machine: " in proc.stdout and f"torch {torch.__version__}" in proc.stdout
+    assert "cached decoder" in proc.stdout and "reference decoder" in proc.stdout
