@@ -1,0 +1,89 @@
+"""The imagegen command: sample, eval, train, and one-line errors with exit code 2."""
+
+import re
+import subprocess
+import sys
+
+import pytest
+import torch
+from click.testing import CliRunner
+from PIL import Image
+
+from imagegen import checkpoint
+from imagegen.cli import main
+from imagegen.data import load_dataset
+from imagegen.metrics import bits_per_dim
+from imagegen.models import build_model
+from tests.helpers import tiny_mnist
+
+
+@pytest.fixture()
+def ckpt(tmp_path):
+    torch.manual_seed(0)
+    model = build_model("gated_pixelcnn", channels=1, image_size=8, levels=256, num_classes=10,
+                        hidden=4, num_layers=2)
+    return checkpoint.save(model, tmp_path / "ckpt", dataset="mnist")
+
+
+def run(*args):
+    result = CliRunner().invoke(main, [str(a) for a in args])
+    return result.exit_code, result.output
+
+
+def test_sample_writes_a_png_grid(ckpt, tmp_path):
+    out = tmp_path / "grid.png"
+    code, output = run("sample", "--checkpoint", ckpt, "--num", 4, "--seed", 1, "--label", 3, "--out", out)
+    assert code == 0, output
+    with Image.open(out) as im:
+        assert im.mode == "L" and im.size[0] == im.size[1] > 2 * 8
+    again = tmp_path / "again.png"
+    run("sample", "--checkpoint", ckpt, "--num", 4, "--seed", 1, "--label", 3, "--out", again)
+    assert out.read_bytes() == again.read_bytes()
+
+
+def test_eval_prints_the_library_bits_per_dim(ckpt, tmp_path):
+    data = tiny_mnist(tmp_path / "m.npz")
+    code, output = run("eval", "--checkpoint", ckpt, "--data", data)
+    assert code == 0, output
+    printed = float(re.search(r"bits/dim ([0-9.]+)", output).group(1))
+    test = load_dataset("mnist", data, "test")
+    expected = bits_per_dim(checkpoint.load(ckpt), test.images, test.labels)
+    assert abs(printed - expected) < 1e-4
+
+
+def test_train_then_resume_from_the_cli(tmp_path):
+    data = tiny_mnist(tmp_path / "m.npz")
+    cfg = tmp_path / "tiny.yaml"
+    cfg.write_text("model: {name: pixelcnn, hidden: 4, num_layers: 1}\n"
+                   "train: {batch_size: 4, eval_every: 2, eval_images: 4, sample_every: 0, checkpoint_every: 2}\n")
+    run_dir = tmp_path / "run"
+    args = ["train", cfg, "--data", data, "--output-dir", run_dir, "--set", "data.name=mnist"]
+    code, output = run(*args, "--max-steps", 2)
+    assert code == 0 and "eval bits/dim" in output, output
+    code, output = run(*args, "--max-steps", 4)
+    assert code == 2 and "--resume" in output
+    code, output = run(*args, "--max-steps", 4, "--resume")
+    assert code == 0 and "resuming at step 2" in output, output
+    assert checkpoint.read_info(run_dir / "model")["step"] == 4
+
+
+@pytest.mark.parametrize("args, message", [
+    (["sample", "--checkpoint", "/nonexistent/ckpt"], "no checkpoint at /nonexistent/ckpt"),
+    (["sample", "--label", "12"], "out of range"),
+    (["eval", "--data", "/nonexistent/mnist.npz"], "/nonexistent/mnist.npz"),
+    (["train", "/nonexistent.yaml"], "config file not found"),
+    (["train", "CFG", "--set", "train.lerning_rate=1"], "unknown key train.lerning_rate"),
+    (["train", "CFG", "--set", "model.hiden=3"], "hiden"),
+])
+def test_bad_input_is_one_line_and_exit_2(args, message, ckpt, tmp_path):
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text(f"model: {{name: gated_pixelcnn}}\ndata: {{name: mnist, path: {tiny_mnist(tmp_path / 'm.npz')}}}\n")
+    args = [str(cfg) if a == "CFG" else a for a in args]
+    if args[0] in ("sample", "eval") and "--checkpoint" not in args:
+        args += ["--checkpoint", str(ckpt)]
+    result = subprocess.run([sys.executable, "-m", "imagegen.cli", *args, "--output-dir", str(tmp_path / "r")]
+                            if args[0] == "train" else [sys.executable, "-m", "imagegen.cli", *args],
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == 2, result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error:") and message in lines[0], result.stderr
