@@ -19,7 +19,7 @@ def sample(model: AutoregressiveModel, num: int, *, temperature: float = 1.0, se
            cond: torch.Tensor | None = None, known: torch.Tensor | None = None,
            known_mask: torch.Tensor | None = None, decoder: str = "cached",
            shape: tuple[int, int, int] | None = None,
-           progress: Callable[[int, int], None] | None = None) -> torch.Tensor:
+           progress: Callable[[int, int], None] | None = None, cpu_threads: int | None = 1) -> torch.Tensor:
     """Draw ``num`` images from ``model``: uint8 ``(num, C, H, W)``.
 
     Args:
@@ -33,6 +33,8 @@ def sample(model: AutoregressiveModel, num: int, *, temperature: float = 1.0, se
         decoder: "cached" (the model's fast decoder) or "reference" (re-runs the model each step).
         shape: ``(C, H, W)`` to generate, default the model's own.
         progress: called as ``progress(step, total)`` after every sub-pixel.
+        cpu_threads: torch intra-op threads while decoding on CPU. A cached step is many tiny ops that
+            threads only slow down (badly so on a busy machine), hence 1; None keeps torch's setting.
     """
     if decoder not in ("cached", "reference"):
         raise ValueError(f"decoder must be 'cached' or 'reference', not {decoder!r}")
@@ -44,24 +46,38 @@ def sample(model: AutoregressiveModel, num: int, *, temperature: float = 1.0, se
     make = model.decoder if decoder == "cached" else model.reference_decoder
     dec = make(num, shape, cond)
     C, H, W = shape or (model.channels, *model.image_size)
+    known_flat = mask_flat = None
     if known is not None:
         if known_mask is None:
             raise ValueError("known needs known_mask")
         known_flat = known.to(device).long().permute(0, 2, 3, 1).reshape(num, -1)
         mask_flat = known_mask.to(device).bool().permute(0, 2, 3, 1).reshape(num, -1)
+    threads = torch.get_num_threads()
+    if cpu_threads and device.type == "cpu":
+        torch.set_num_threads(cpu_threads)
+    try:
+        flat = _decode(dec, temperature, seed, known_flat, mask_flat, progress, device)
+    finally:
+        torch.set_num_threads(threads)
+        model.train(was_training)
+    return flat.view(num, H, W, C).permute(0, 3, 1, 2).to(torch.uint8).contiguous()
+
+
+def _decode(dec, temperature, seed, known_flat, mask_flat, progress, device) -> torch.Tensor:
+    """The sampling loop: draws or copies every sub-pixel in ``dec.order``; ``(B, H*W*C)`` long."""
     generator = torch.Generator(device=device)
     generator.manual_seed(seed if seed is not None else torch.seed())
-    out = torch.zeros(num, H * W * C, dtype=torch.long, device=device)
     total = len(dec.order)
+    out = None
     for t in range(total):
         p = int(dec.order[t])
-        logits = dec.next_logits()
-        values = sample_categorical(logits, temperature, generator)
-        if known is not None:
+        values = sample_categorical(dec.next_logits(), temperature, generator)
+        if known_flat is not None:
             values = torch.where(mask_flat[:, p], known_flat[:, p], values)
         dec.push(values)
+        if out is None:
+            out = torch.zeros(len(values), total, dtype=torch.long, device=device)
         out[:, p] = values
         if progress is not None:
             progress(t + 1, total)
-    model.train(was_training)
-    return out.view(num, H, W, C).permute(0, 3, 1, 2).to(torch.uint8).contiguous()
+    return out
