@@ -55,7 +55,8 @@ def test_train_then_resume_from_the_cli(tmp_path):
     data = tiny_mnist(tmp_path / "m.npz")
     cfg = tmp_path / "tiny.yaml"
     cfg.write_text("model: {name: pixelcnn, hidden: 4, num_layers: 1}\n"
-                   "train: {batch_size: 4, eval_every: 2, eval_images: 4, sample_every: 0, checkpoint_every: 2}\n")
+                   "train: {batch_size: 4, eval_every: 2, eval_images: 4, sample_every: 0,"
+                   " checkpoint_every: 2}\n")
     run_dir = tmp_path / "run"
     args = ["train", cfg, "--data", data, "--output-dir", run_dir, "--set", "data.name=mnist"]
     code, output = run(*args, "--max-steps", 2)
@@ -77,7 +78,8 @@ def test_train_then_resume_from_the_cli(tmp_path):
 ])
 def test_bad_input_is_one_line_and_exit_2(args, message, ckpt, tmp_path):
     cfg = tmp_path / "c.yaml"
-    cfg.write_text(f"model: {{name: gated_pixelcnn}}\ndata: {{name: mnist, path: {tiny_mnist(tmp_path / 'm.npz')}}}\n")
+    data = tiny_mnist(tmp_path / "m.npz")
+    cfg.write_text(f"model: {{name: gated_pixelcnn}}\ndata: {{name: mnist, path: {data}}}\n")
     args = [str(cfg) if a == "CFG" else a for a in args]
     if args[0] in ("sample", "eval") and "--checkpoint" not in args:
         args += ["--checkpoint", str(ckpt)]

@@ -64,7 +64,8 @@ def test_run_directory_is_complete_and_never_overwritten(data, tmp_path):
 
 
 def _losses(run_dir):
-    return [json.loads(x)["loss"] for x in (run_dir / "metrics.jsonl").read_text().splitlines() if '"loss"' in x]
+    lines = (run_dir / "metrics.jsonl").read_text().splitlines()
+    return [json.loads(x)["loss"] for x in lines if '"loss"' in x]
 
 
 def test_bf16_mixed_precision_trains_on_cpu_like_fp32(data, tmp_path):
