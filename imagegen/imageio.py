@@ -1,4 +1,4 @@
-"""Reading user images and writing PNGs and image grids."""
+"""Writing PNGs and image grids (user images are read by ``imagegen.data.folder.read_image``)."""
 
 from __future__ import annotations
 
@@ -10,8 +10,6 @@ from pathlib import Path
 import numpy as np
 import torch
 from PIL import Image
-
-from .errors import DataError
 
 
 def to_uint8(images: torch.Tensor, levels: int = 256) -> torch.Tensor:
@@ -68,17 +66,3 @@ def save_grid(images: torch.Tensor, path: str | os.PathLike, levels: int = 256, 
     zoom = zoom or max(1, 96 // images.shape[-1])
     return save_png(grid, path, zoom)
 
-
-def read_image(path: str | os.PathLike, channels: int) -> torch.Tensor:
-    """Read a PNG/JPEG/... of any mode as uint8 ``(channels, H, W)`` (grey if 1, RGB if 3)."""
-    path = Path(path)
-    if not path.is_file():
-        raise DataError(f"image file not found: {path}")
-    try:
-        with Image.open(path) as im:
-            im = im.convert("L" if channels == 1 else "RGB")
-            array = np.asarray(im, dtype=np.uint8)
-    except (OSError, ValueError) as e:
-        raise DataError(f"cannot read image {path}: {e}; give a PNG or JPEG file") from None
-    t = torch.from_numpy(array.copy())
-    return t[None] if t.ndim == 2 else t.permute(2, 0, 1).contiguous()
