@@ -4,10 +4,13 @@ from __future__ import annotations
 
 from .base import AutoregressiveModel
 from .pixelcnn import GatedPixelCNN, PixelCNN
+from .pixelrnn import DiagonalBiLSTMModel, RowLSTMModel
 
 MODELS: dict[str, type[AutoregressiveModel]] = {
     "pixelcnn": PixelCNN,
     "gated_pixelcnn": GatedPixelCNN,
+    "row_lstm": RowLSTMModel,
+    "diagonal_bilstm": DiagonalBiLSTMModel,
 }
 
 

@@ -1,0 +1,145 @@
+"""Row LSTM and Diagonal BiLSTM: causality, receptive fields, cached decoding, conditioning."""
+
+import pytest
+import torch
+
+from imagegen.models import build_model
+from imagegen.models.pixelrnn import skew, unskew
+from imagegen.sampling import sample
+from tests.causality import check_causal, input_gradients
+
+MODELS = ["row_lstm", "diagonal_bilstm"]
+
+
+def test_skew_unskew():
+    x = torch.arange(2 * 3 * 4 * 5.0).view(2, 3, 4, 5)
+    y = skew(x)
+    assert y.shape == (2, 3, 4, 8)
+    for i in range(4):
+        assert torch.equal(y[:, :, i, i : i + 5], x[:, :, i])
+        assert y[:, :, i, :i].abs().sum() == 0 and y[:, :, i, i + 5 :].abs().sum() == 0
+    assert torch.equal(unskew(y), x)
+
+
+@pytest.mark.parametrize("name", MODELS)
+@pytest.mark.parametrize("channels", [1, 3])
+def test_causal_by_gradients(name, channels):
+    torch.manual_seed(0)
+    model = build_model(name, channels=channels, image_size=(4, 5), levels=4, hidden=6, num_layers=2,
+                        first_kernel_size=3)
+    check_causal(model, channels, 4, 5)
+
+
+@pytest.mark.parametrize("name", MODELS)
+def test_causal_class_conditional(name):
+    torch.manual_seed(0)
+    model = build_model(name, channels=3, image_size=(3, 4), levels=4, num_classes=3, hidden=6, num_layers=2)
+    check_causal(model, 3, 3, 4, cond=torch.tensor([1, 2]))
+
+
+def _seen_pixels(model, H, W, i, j):
+    """(H, W) bool: which pixels the logits at pixel (i, j) (1 channel) have a gradient from."""
+    x = torch.randint(0, model.levels, (1, 1, H, W))
+    return (input_gradients(model, x, i * W + j) > 0).view(H, W)
+
+
+def _before(H, W, i, j):
+    before = torch.zeros(H, W, dtype=torch.bool)
+    before.view(-1)[: i * W + j] = True
+    return before
+
+
+def test_row_lstm_receptive_field_is_a_triangle():
+    torch.manual_seed(0)
+    H, W, i, j = 5, 13, 4, 6
+    model = build_model("row_lstm", channels=1, image_size=(H, W), levels=4, hidden=4, num_layers=2,
+                        first_kernel_size=3)
+    seen = _seen_pixels(model, H, W, i, j)
+    assert not (seen & ~_before(H, W, i, j)).any()
+    # Widening by one column per row up: the state-to-state convolution's width 3 ...
+    assert seen[i - 1, j - 1 : j + 2].all() and seen[i - 3, j - 3 : j + 4].all(), seen.int()
+    # ... so the far left and right of the rows above are never seen (pixels before (i, j), and a
+    # full-context model would use them).
+    missed = _before(H, W, i, j) & ~seen
+    for p in [(i - 1, 0), (i - 1, W - 1), (i - 2, W - 1), (i - 1, j + 3), (i - 2, j + 4)]:
+        assert missed[p], f"Row LSTM unexpectedly sees {p}:\n{seen.int()}"
+
+
+def test_diagonal_bilstm_sees_every_earlier_pixel():
+    torch.manual_seed(0)
+    H, W = 5, 4  # W - 1 <= 3, the 7x7 input convolution's reach (see the next test)
+    model = build_model("diagonal_bilstm", channels=1, image_size=(H, W), levels=4, hidden=4, num_layers=2)
+    for i in range(H):
+        for j in range(W):
+            seen = _seen_pixels(model, H, W, i, j)
+            assert torch.equal(seen, _before(H, W, i, j)), f"pixel {(i, j)}:\n{seen.int()}"
+
+
+def test_diagonal_bilstm_misses_only_the_last_pixel_of_the_row_above_beyond_the_input_conv():
+    """Every state at a pixel excludes that pixel's own value (mask A, then mask B), so the last
+    pixel of row i-1 enters the right-to-left pass only on row i, which is shifted to row i+1: pixel
+    (i, j) sees it only through the first convolution's window (j + 1 >= W - 1 for a 3x3 here)."""
+    torch.manual_seed(0)
+    H, W, i = 5, 6, 4
+    model = build_model("diagonal_bilstm", channels=1, image_size=(H, W), levels=4, hidden=4, num_layers=3,
+                        first_kernel_size=3)
+    for j in range(W):
+        expected = _before(H, W, i, j)
+        expected[i - 1, W - 1] = j + 1 >= W - 1
+        seen = _seen_pixels(model, H, W, i, j)
+        assert torch.equal(seen, expected), f"pixel {(i, j)}:\n{seen.int()}"
+
+
+@pytest.mark.parametrize("name", MODELS)
+@pytest.mark.parametrize("channels", [1, 3])
+def test_cached_decoder_matches_reference_every_step(name, channels):
+    torch.manual_seed(1)
+    K, H, W = 5, 4, 5
+    model = build_model(name, channels=channels, image_size=(H, W), levels=K, num_classes=2,
+                        hidden=6, num_layers=3).eval()
+    cond = torch.tensor([0, 1, 1])
+    values = torch.randint(0, K, (channels * H * W, 3))
+    with torch.no_grad():
+        ref, cached = model.reference_decoder(3, cond=cond), model.decoder(3, cond=cond)
+        assert type(cached) is not type(ref)
+        for t in range(channels * H * W):
+            torch.testing.assert_close(cached.next_logits(), ref.next_logits(), atol=1e-4, rtol=0,
+                                       msg=f"step {t}")
+            ref.push(values[t])
+            cached.push(values[t])
+
+
+@pytest.mark.parametrize("name", MODELS)
+@pytest.mark.parametrize("channels", [1, 3])
+def test_same_seed_same_samples_from_both_decoders(name, channels):
+    torch.manual_seed(0)
+    m = build_model(name, channels=channels, image_size=(4, 5), levels=8, hidden=6, num_layers=2)
+    a = sample(m, 3, seed=7, decoder="cached")
+    b = sample(m, 3, seed=7, decoder="reference")
+    assert a.dtype == torch.uint8 and a.shape == (3, channels, 4, 5)
+    assert torch.equal(a, b)
+
+
+@pytest.mark.parametrize("name", MODELS)
+def test_class_label_changes_logits(name):
+    torch.manual_seed(0)
+    model = build_model(name, channels=1, image_size=4, levels=4, num_classes=3)
+    x = torch.randint(0, 4, (1, 1, 4, 4))
+    assert not torch.allclose(model(x, torch.tensor([0])), model(x, torch.tensor([2])))
+
+
+@pytest.mark.parametrize("name", MODELS)
+def test_any_levels_and_hidden_not_multiple_of_channels(name):
+    model = build_model(name, channels=3, image_size=(3, 4), levels=7, hidden=4, num_layers=1)
+    assert model(torch.randint(0, 7, (2, 3, 3, 4))).shape == (2, 3, 3, 4, 7)
+    with pytest.raises(ValueError, match="at least channels"):
+        build_model(name, channels=3, image_size=4, hidden=2)
+
+
+def test_bf16_autocast_forward_close_to_fp32():
+    torch.manual_seed(0)
+    model = build_model("diagonal_bilstm", channels=1, image_size=(5, 6), levels=8)
+    x = torch.randint(0, 8, (2, 1, 5, 6))
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        low = model(x).float()
+    torch.testing.assert_close(low, model(x), atol=0.1, rtol=0.05)
