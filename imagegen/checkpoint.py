@@ -22,6 +22,7 @@ from .errors import ImagegenError
 from .models import AutoregressiveModel, build_model
 
 DEFAULT = "mnist_gated_pixelcnn"
+DEFAULT_UPSCALER = "mnist_sr_gated_pixelcnn"
 _PACKAGE_DIR = Path(__file__).resolve().parent
 
 

@@ -32,7 +32,7 @@ def _friendly(fn):
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="imagegen")
 def main():
-    """Autoregressive image models: train, sample, evaluate bits/dim."""
+    """Autoregressive image models: train, sample, complete, upscale, evaluate bits/dim."""
 
 
 @main.command()
@@ -82,7 +82,6 @@ def train(config, overrides, output_dir, resume, max_steps, data_path):
 @_friendly
 def sample(checkpoint, num, temperature, seed, label, out, decoder, device):
     """Sample NUM images into a PNG grid."""
-    import torch
     from tqdm.auto import tqdm
 
     from . import checkpoint as ckpt
@@ -91,7 +90,21 @@ def sample(checkpoint, num, temperature, seed, label, out, decoder, device):
 
     start = time.perf_counter()
     model = ckpt.load(checkpoint, device=device)
-    cond = None
+    if model.upscale_factor:
+        raise ImagegenError("this is a super-resolution checkpoint: use `imagegen upscale --image SMALL.png`")
+    cond = _labels(model, label, num, device)
+    with tqdm(total=num * model.channels * model.image_size[0] * model.image_size[1], unit="sub-px",
+              desc="sample", disable=None, leave=False) as bar:
+        images = draw(model, num, temperature=temperature, seed=seed, cond=cond, decoder=decoder,
+                      progress=lambda t, total: bar.update(1))
+    save_grid(images.cpu(), out, levels=model.levels)
+    click.echo(f"wrote {out}: {num} samples in {time.perf_counter() - start:.1f} s")
+
+
+def _labels(model, label: int | None, num: int, device: str):
+    """The class labels ``(num,)`` for a class-conditional model (``label`` or 0, 1, ...), else None."""
+    import torch
+
     if label is not None and not model.num_classes:
         raise ImagegenError("--label needs a class-conditional checkpoint; this one is unconditional")
     if model.num_classes:
@@ -99,13 +112,8 @@ def sample(checkpoint, num, temperature, seed, label, out, decoder, device):
             raise ImagegenError(f"--label {label} is out of range: this model has classes "
                                 f"0..{model.num_classes - 1}")
         cond = torch.full((num,), label) if label is not None else torch.arange(num) % model.num_classes
-        cond = cond.to(device)
-    with tqdm(total=num * model.channels * model.image_size[0] * model.image_size[1], unit="sub-px",
-              desc="sample", disable=None, leave=False) as bar:
-        images = draw(model, num, temperature=temperature, seed=seed, cond=cond, decoder=decoder,
-                      progress=lambda t, total: bar.update(1))
-    save_grid(images.cpu(), out, levels=model.levels)
-    click.echo(f"wrote {out}: {num} samples in {time.perf_counter() - start:.1f} s")
+        return cond.to(device)
+    return None
 
 
 @main.command("eval")
@@ -116,14 +124,20 @@ def sample(checkpoint, num, temperature, seed, label, out, decoder, device):
 @click.option("--limit", type=click.IntRange(min=1), help="Evaluate only the first N images.")
 @click.option("--batch-size", default=100, show_default=True, type=click.IntRange(min=1))
 @click.option("--device", default="cpu", show_default=True)
+@click.option("--sr-samples", default=1000, show_default=True, type=click.IntRange(min=0),
+              help="Super-resolution checkpoints: upscale this many images for PSNR/SSIM/consistency.")
+@click.option("--temperature", "-t", default=1.0, show_default=True, type=click.FloatRange(min=0),
+              help="Sampling temperature for the super-resolution metrics.")
+@click.option("--seed", "-s", default=0, show_default=True, type=int)
 @_friendly
-def evaluate(checkpoint, data_path, dataset, split, limit, batch_size, device):
-    """Print the exact bits/dim of a checkpoint on a dataset split."""
+def evaluate(checkpoint, data_path, dataset, split, limit, batch_size, device, sr_samples, temperature, seed):
+    """Print the exact bits/dim of a checkpoint on a dataset split; for a super-resolution
+    checkpoint, the conditional bits/dim and the PSNR, SSIM and consistency of its upscalings."""
     from tqdm.auto import tqdm
 
     from . import checkpoint as ckpt
     from .data import load_dataset
-    from .metrics import bits_per_dim
+    from .metrics import bits_per_dim, superres_metrics
 
     info = ckpt.read_info(checkpoint)
     model = ckpt.load(checkpoint, device=device)
@@ -135,14 +149,167 @@ def evaluate(checkpoint, data_path, dataset, split, limit, batch_size, device):
         raise ImagegenError(f"{data_path} holds {tuple(data.images.shape[1:])} images but the model "
                             f"expects {(model.channels, *model.image_size)}")
     images = data.images[:limit] if limit else data.images
-    cond = None
-    if model.num_classes:
-        if data.labels is None:
-            raise ImagegenError(f"this model is class-conditional but {data_path} has no labels")
-        cond = data.labels[: len(images)]
-    bpd = bits_per_dim(model, images, cond, batch_size=batch_size,
-                       progress=lambda r: tqdm(r, desc="eval", unit="batch", disable=None, leave=False))
-    click.echo(f"bits/dim {bpd:.4f}  ({name} {split}, {len(images)} images)")
+    if model.num_classes and data.labels is None:
+        raise ImagegenError(f"this model is class-conditional but {data_path} has no labels")
+    cond = model.condition(images, None if data.labels is None else data.labels[: len(images)])
+    bar = lambda desc: lambda r: tqdm(r, desc=desc, unit="batch", disable=None, leave=False)  # noqa: E731
+    bpd = bits_per_dim(model, images, cond, batch_size=batch_size, progress=bar("eval"))
+    what = "conditional bits/dim" if model.upscale_factor else "bits/dim"
+    click.echo(f"{what} {bpd:.4f}  ({name} {split}, {len(images)} images)")
+    if model.upscale_factor and sr_samples:
+        scores = superres_metrics(model, images[:sr_samples], temperature=temperature, seed=seed,
+                                  batch_size=batch_size, progress=bar("upscale"))
+        click.echo(f"PSNR {scores['psnr']:.2f} dB  SSIM {scores['ssim']:.4f}  consistency "
+                   f"{scores['consistency']:.2f} grey levels  (one sample per image at T={temperature:g}, "
+                   f"first {min(sr_samples, len(images))} images)")
+
+
+def _model_sized(model, path, resize: bool, what: str = "image", low: bool = False):
+    """A user's image file as the model's values ``(C, H, W)`` (its input size, or with ``low`` the
+    low-resolution size of a super-resolution model)."""
+    from .imageio import from_uint8, read_image
+
+    size = model.lowres_size if low else model.image_size
+    return from_uint8(read_image(path, model.channels, size, resize, what), model.levels)
+
+
+def _write_rows(rows: list, out: Path, out_dir: Path | None, stems: list[str], levels: int, first: int):
+    """One grid row per input (``rows[k]`` is ``(N, C, H, W)``) into ``out``; with ``out_dir`` also
+    each generated image (row entries from ``first`` on) as ``out_dir/<stem>_<k>.png``."""
+    import torch
+
+    from .imageio import save_grid, save_png, to_uint8
+
+    if out_dir is not None:
+        for stem, row in zip(stems, rows, strict=True):
+            for k, image in enumerate(row[first:]):
+                save_png(to_uint8(image, levels), out_dir / f"{stem}_{k}.png")
+    save_grid(torch.cat(rows).cpu(), out, levels=levels, nrow=len(rows[0]))
+
+
+_COMMON = [
+    click.option("--checkpoint", "-c", help="Checkpoint directory or shipped name."),
+    click.option("--num", "-n", default=4, show_default=True, type=click.IntRange(min=1),
+                 help="Samples per input image."),
+    click.option("--temperature", "-t", default=1.0, show_default=True, type=click.FloatRange(min=0)),
+    click.option("--seed", "-s", type=int, help="Seed for reproducible samples."),
+    click.option("--resize", is_flag=True, help="Resize input images of another size to fit the model."),
+    click.option("--out-dir", type=click.Path(file_okay=False, path_type=Path),
+                 help="Also write every sample as its own PNG, DIR/<image stem>_<k>.png."),
+    click.option("--device", default="cpu", show_default=True, help="Torch device, e.g. cuda."),
+]
+
+
+def _common(fn):
+    for option in reversed(_COMMON):
+        fn = option(fn)
+    return fn
+
+
+@main.command()
+@click.option("--image", "-i", "images", multiple=True, required=True,
+              type=click.Path(dir_okay=False, path_type=Path), help="Image to complete (repeatable).")
+@click.option("--keep-rows", type=click.IntRange(min=0), help="Keep the top N rows.")
+@click.option("--keep-fraction", type=click.FloatRange(0, 1),
+              help="Keep the first fraction F of the image in the model's generation order.")
+@click.option("--mask", type=click.Path(dir_okay=False, path_type=Path),
+              help="PNG of the model's size: white (>127) pixels are kept, black ones generated.")
+@click.option("--label", "-l", type=int, help="Class label (class-conditional models).")
+@click.option("--out", "-o", default="completions.png", show_default=True,
+              type=click.Path(dir_okay=False, path_type=Path))
+@_common
+@_friendly
+def complete(images, keep_rows, keep_fraction, mask, label, out, checkpoint, num, temperature, seed, resize,
+             out_dir, device):
+    """Complete partial images: keep part of each --image and sample the rest NUM times.
+
+    Writes one row per image: the original, the kept part (the rest grey) and NUM completions.
+    Kept pixels that come before every generated one in the model's order (--keep-rows and
+    --keep-fraction) are conditioned on exactly; other kept pixels of a --mask are held fixed
+    (clamped) but the pixels generated before them did not see them.
+    """
+    import torch
+    from tqdm.auto import tqdm
+
+    from . import checkpoint as ckpt
+    from . import completion
+    from .imageio import from_uint8, read_image
+
+    if sum(x is not None for x in (keep_rows, keep_fraction, mask)) != 1:
+        raise ImagegenError("say what to keep with exactly one of --keep-rows N, --keep-fraction F, "
+                            "--mask FILE")
+    start = time.perf_counter()
+    model = ckpt.load(checkpoint, device=device)
+    if model.upscale_factor:
+        raise ImagegenError("this is a super-resolution checkpoint: use `imagegen upscale`, or pass a "
+                            "--checkpoint of an unconditional model to complete")
+    shape = (model.channels, *model.image_size)
+    if keep_rows is not None:
+        if keep_rows > shape[1]:
+            raise ImagegenError(f"--keep-rows {keep_rows} is more than the model's {shape[1]} rows")
+        keep = completion.keep_rows(shape, keep_rows)
+    elif keep_fraction is not None:
+        keep = completion.keep_fraction(model, shape, keep_fraction)
+    else:
+        grey = read_image(mask, 1, model.image_size, resize=False, what="mask")
+        keep = (grey[0] > 127).expand(shape).clone()
+    clamped = completion.clamped(model, keep)
+    if clamped:
+        click.echo(f"note: {clamped} kept sub-pixels come after generated ones in the model's order; "
+                   "they are held fixed, not conditioned on", err=True)
+    inputs = [_model_sized(model, path, resize) for path in images]  # read all before sampling
+    cond = _labels(model, label, num, device)
+    rows = []
+    total = len(inputs) * num * keep.numel()
+    with tqdm(total=total, unit="sub-px", desc="complete", disable=None, leave=False) as bar:
+        for k, image in enumerate(inputs):
+            drawn = completion.complete(model, image, keep, num, temperature=temperature,
+                                        seed=None if seed is None else seed + k, cond=cond,
+                                        progress=lambda t, n: bar.update(1))
+            shown = torch.where(keep, image, from_uint8(torch.tensor(128), model.levels))
+            rows.append(torch.cat([image[None], shown[None], drawn.long().cpu()]))
+    _write_rows(rows, out, out_dir, [p.stem for p in images], model.levels, first=2)
+    click.echo(f"wrote {out}: {num} completions of {len(inputs)} image(s) in "
+               f"{time.perf_counter() - start:.1f} s")
+
+
+@main.command()
+@click.option("--image", "-i", "images", multiple=True, required=True,
+              type=click.Path(dir_okay=False, path_type=Path), help="Small image to upscale (repeatable).")
+@click.option("--out", "-o", default="upscaled.png", show_default=True,
+              type=click.Path(dir_okay=False, path_type=Path))
+@_common
+@_friendly
+def upscale(images, out, checkpoint, num, temperature, seed, resize, out_dir, device):
+    """Upscale small images with a super-resolution checkpoint (default: the shipped MNIST
+    7x7 -> 28x28 upscaler).
+
+    Writes one row per image: the input (enlarged with nearest neighbours) and NUM samples.
+    """
+    import torch
+    from tqdm.auto import tqdm
+
+    from . import checkpoint as ckpt
+    from .imageio import nearest_upsample
+    from .sampling import sample as draw
+
+    start = time.perf_counter()
+    model = ckpt.load(checkpoint or ckpt.DEFAULT_UPSCALER, device=device)
+    if not model.upscale_factor:
+        raise ImagegenError("this checkpoint is not a super-resolution model: pass --checkpoint of one "
+                            f"(shipped: {ckpt.DEFAULT_UPSCALER})")
+    inputs = [_model_sized(model, path, resize, low=True) for path in images]
+    rows = []
+    with tqdm(total=len(inputs) * num * model.channels * model.image_size[0] * model.image_size[1],
+              unit="sub-px", desc="upscale", disable=None, leave=False) as bar:
+        for k, low in enumerate(inputs):
+            cond = low[None].expand(num, -1, -1, -1).to(device)
+            drawn = draw(model, num, temperature=temperature, seed=None if seed is None else seed + k,
+                         cond=cond, progress=lambda t, n: bar.update(1))
+            rows.append(torch.cat([nearest_upsample(low[None], model.upscale_factor), drawn.long().cpu()]))
+    _write_rows(rows, out, out_dir, [p.stem for p in images], model.levels, first=1)
+    click.echo(f"wrote {out}: {num} upscalings of {len(inputs)} image(s) in "
+               f"{time.perf_counter() - start:.1f} s")
 
 
 @main.command("models")

@@ -1,4 +1,4 @@
-"""Writing PNGs and image grids (user images are read by ``imagegen.data.folder.read_image``)."""
+"""Reading a user's image at a model's size; writing PNGs and image grids."""
 
 from __future__ import annotations
 
@@ -9,7 +9,51 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image
+from PIL import Image, ImageOps
+
+from .errors import ImagegenError
+
+_MODES = {1: "L", 3: "RGB"}
+
+
+def read_image(path: str | os.PathLike, channels: int, size: tuple[int, int], resize: bool = False,
+               what: str = "image") -> torch.Tensor:
+    """A PNG/JPEG/... file of any mode as uint8 ``(channels, H, W)`` for ``size = (H, W)``.
+
+    Colour is converted (grey <-> RGB, alpha dropped). An image of another size is an error
+    unless ``resize``: then it is resized to fit (area-averaged down, bicubic up).
+    Raises ``ImagegenError`` (one line) for a missing or unreadable file or a size mismatch.
+    """
+    path = Path(path)
+    H, W = size
+    try:
+        with Image.open(path) as im:
+            im = ImageOps.exif_transpose(im)
+            im.load()
+    except FileNotFoundError:
+        raise ImagegenError(f"{path}: no such {what} file") from None
+    except (OSError, ValueError, Image.DecompressionBombError) as e:
+        reason = " ".join(str(e).split())
+        raise ImagegenError(f"{path}: cannot read this {what} ({reason}); give a PNG or JPEG file") from None
+    if im.mode in ("RGBA", "LA", "P", "PA"):
+        im = im.convert("RGBA")
+        background = Image.new("RGBA", im.size, (0, 0, 0, 255))
+        im = Image.alpha_composite(background, im)
+    im = im.convert(_MODES[channels])
+    if im.size != (W, H):
+        if not resize:
+            raise ImagegenError(f"{path} is {im.size[0]}x{im.size[1]} pixels but the model takes {W}x{H}: "
+                                f"pass --resize to fit it, or give a {W}x{H} {what}")
+        shrink = im.size[0] > W or im.size[1] > H
+        im = im.resize((W, H), Image.Resampling.BOX if shrink else Image.Resampling.BICUBIC)
+    array = np.asarray(im, dtype=np.uint8)
+    return torch.from_numpy(array[None] if channels == 1 else array.transpose(2, 0, 1).copy())
+
+
+def from_uint8(images: torch.Tensor, levels: int = 256) -> torch.Tensor:
+    """uint8 grey levels ``(..., C, H, W)`` in ``[0, 255]`` -> long values in ``[0, levels)``."""
+    x = images.long()
+    return x if levels == 256 else (x * (levels - 1) + 127) // 255
 
 
 def to_uint8(images: torch.Tensor, levels: int = 256) -> torch.Tensor:
@@ -18,6 +62,11 @@ def to_uint8(images: torch.Tensor, levels: int = 256) -> torch.Tensor:
     if levels != 256:
         x = (x * 255 + (levels - 1) // 2) // (levels - 1)
     return x.clamp(0, 255).to(torch.uint8)
+
+
+def nearest_upsample(images: torch.Tensor, factor: int) -> torch.Tensor:
+    """Repeat each pixel ``factor x factor`` times: ``(N, C, h, w) -> (N, C, h*factor, w*factor)``."""
+    return images.repeat_interleave(factor, dim=-2).repeat_interleave(factor, dim=-1)
 
 
 def make_grid(images: torch.Tensor, nrow: int | None = None, padding: int = 2, pad_value: int = 0

@@ -25,7 +25,7 @@ from . import checkpoint
 from .config import Config, save_config
 from .data import ImageData, binarize, load_dataset
 from .errors import ConfigError, ImagegenError
-from .imageio import save_grid
+from .imageio import nearest_upsample, save_grid
 from .metrics import BitsPerDim
 from .models import AutoregressiveModel, build_model
 from .models.head import loss as nll_loss
@@ -208,10 +208,8 @@ class Trainer:
         x = x.to(acc.device, non_blocking=True).long()
         if t.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
-        cond = None
-        if self.config.data.class_conditional:
-            cond = data.labels[idx].to(acc.device)
-        return x, cond
+        labels = None if data.labels is None else data.labels[idx].to(acc.device)
+        return x, self.raw_model.condition(x, labels)
 
     def train_step(self) -> float:
         """One optimiser step over ``grad_accum`` micro-batches; returns the mean loss (nats)."""
@@ -245,8 +243,8 @@ class Trainer:
         metric = BitsPerDim().to(acc.device)
         for s in range(acc.process_index * t.eval_batch_size, n, acc.num_processes * t.eval_batch_size):
             x = data.images[s : min(s + t.eval_batch_size, n)].to(acc.device).long()
-            cond = data.labels[s : s + len(x)].to(acc.device) if self.config.data.class_conditional else None
-            metric.update(model(x, cond), x)
+            labels = None if data.labels is None else data.labels[s : s + len(x)].to(acc.device)
+            metric.update(model(x, model.condition(x, labels)), x)
         model.train(was_training)
         return float(metric.compute())
 
@@ -254,12 +252,19 @@ class Trainer:
         """Sample a grid from the eval weights into ``samples/step_N.png`` (main process)."""
         if not self.accelerator.is_main_process:
             return None
-        t, model = self.config.train, self.eval_model
+        t, model, device = self.config.train, self.eval_model, self.accelerator.device
+        path = self.run_dir / "samples" / f"step_{self.step:08d}.png"
+        if model.upscale_factor:  # rows: low-resolution inputs, samples, ground truth
+            truth = self.data.eval.images[: t.num_samples].to(device).long()
+            low = model.condition(truth)
+            images = sample(model, len(truth), seed=self.step, cond=low)
+            shown = torch.cat([nearest_upsample(low, model.upscale_factor), images.long(), truth])
+            return save_grid(shown.cpu(), path, levels=model.levels, nrow=len(truth))
         cond = None
         if model.num_classes:
-            cond = torch.arange(t.num_samples, device=self.accelerator.device) % model.num_classes
+            cond = torch.arange(t.num_samples, device=device) % model.num_classes
         images = sample(model, t.num_samples, seed=self.step, cond=cond)
-        return save_grid(images, self.run_dir / "samples" / f"step_{self.step:08d}.png", levels=model.levels)
+        return save_grid(images, path, levels=model.levels)
 
     def log(self, record: dict) -> None:
         """Append a record to ``metrics.jsonl`` and the trackers (main process)."""

@@ -50,6 +50,23 @@ class AutoregressiveModel(nn.Module):
         self.num_classes = num_classes
         self.config: dict = {}  # filled by build_model: the keyword arguments that rebuild this model
 
+    #: Super-resolution models set this: their ``cond`` is the image area-downsampled by it.
+    upscale_factor: int | None = None
+
+    def condition(self, images: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor | None:
+        """The ``cond`` this model takes for ``images (B, C, H, W)``: the low-resolution image
+        ``(B, C, H/f, W/f)`` for a super-resolution model, the ``labels (B,)`` for a
+        class-conditional one, else None. Training and evaluation make ``cond`` only here."""
+        if self.upscale_factor:
+            from ..data.pairs import area_downsample
+
+            return area_downsample(images, self.upscale_factor)
+        if self.num_classes:
+            if labels is None:
+                raise ValueError("this model is class-conditional: it needs a label per image")
+            return labels
+        return None
+
     def scale(self, x: torch.Tensor) -> torch.Tensor:
         """Integer images in ``[0, K)`` -> floats in ``[-1, 1]`` (same shape)."""
         return x.float() * (2.0 / (self.levels - 1)) - 1.0

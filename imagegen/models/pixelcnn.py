@@ -20,8 +20,11 @@ import torch.nn.functional as F
 from torch import nn
 
 from .base import AutoregressiveModel
+from .conditioning import LowResolutionStack
 from .head import CategoricalHead
 from .masked import ConvCache, MaskedConv2d
+
+Bias = torch.Tensor | float  # a gate bias: a tensor broadcastable to (B, 2h, H, W), or 0
 
 
 def subpixels(features: torch.Tensor, channels: int) -> torch.Tensor:
@@ -168,8 +171,9 @@ class GatedPixelCNN(AutoregressiveModel):
         self.out = MaskedConv2d(skip_features, channels * out_hidden, 1, "B", channels)
         self.head = CategoricalHead(out_hidden, channels, levels)
 
-    def label_biases(self, cond: torch.Tensor | None) -> list[tuple[torch.Tensor | float, ...]]:
-        """Per layer, the (vertical, horizontal) gate biases ``(B, 2h, 1, 1)`` of labels ``cond (B,)``."""
+    def gate_biases(self, cond: torch.Tensor | None) -> list[tuple[Bias, Bias]]:
+        """Per layer, the (vertical, horizontal) conditional gate biases ``V h``: ``(B, 2h, 1, 1)``
+        for labels ``cond (B,)``, or ``(B, 2h, H, W)`` maps in a location-dependent subclass."""
         if self.label is None:
             return [(0.0, 0.0)] * len(self.layers)
         b = self.label(cond).view(len(cond), len(self.layers), 2, 2 * self.hidden, 1, 1)
@@ -183,7 +187,7 @@ class GatedPixelCNN(AutoregressiveModel):
         """Images ``(B, C, H, W)`` in ``[0, K)`` -> logits ``(B, C, H, W, K)``."""
         v = h = self.scale(x)
         skip = 0.0
-        for layer, (bv, bh) in zip(self.layers, self.label_biases(cond), strict=True):
+        for layer, (bv, bh) in zip(self.layers, self.gate_biases(cond), strict=True):
             v, link = layer.vertical(v, bv)
             h, s = layer.horizontal(h, link, bh)
             skip = skip + s
@@ -192,6 +196,46 @@ class GatedPixelCNN(AutoregressiveModel):
     def decoder(self, batch_size, shape=None, cond=None):
         """Cached decoder: vertical stacks once per row, horizontal stacks one position a step."""
         return GatedPixelCNNDecoder(self, batch_size, shape or (self.channels, *self.image_size), cond)
+
+
+class UpscalingGatedPixelCNN(GatedPixelCNN):
+    """Gated PixelCNN conditioned on a low-resolution image (super-resolution).
+
+    ``cond`` is the image area-downsampled by ``upscale_factor``: integers ``(B, C, H/f, W/f)``.
+    The paper's location-dependent conditioning: ``s = m(y)`` (``LowResolutionStack``) and, in
+    every gate of both stacks, the bias ``V * s`` (a 1x1 convolution), so each output pixel sees
+    the whole low-resolution image and only the earlier high-resolution sub-pixels.
+    """
+
+    def __init__(self, channels: int, image_size: int | tuple[int, int], levels: int = 256,
+                 num_classes: int | None = None, upscale_factor: int = 4, cond_features: int = 32,
+                 cond_layers: int = 3, **gated):
+        super().__init__(channels, image_size, levels, num_classes, **gated)
+        H, W = self.image_size
+        if H % upscale_factor or W % upscale_factor:
+            raise ValueError(f"image_size {H}x{W} is not a multiple of upscale_factor={upscale_factor}")
+        self.upscale_factor = upscale_factor
+        self.lowres_size = (H // upscale_factor, W // upscale_factor)
+        self.lowres = LowResolutionStack(channels, levels, upscale_factor, cond_features, cond_layers)
+        self.lowres_bias = nn.Conv2d(cond_features, len(self.layers) * 4 * self.hidden, 1)
+
+    def gate_biases(self, cond: torch.Tensor | None) -> list[tuple[Bias, Bias]]:
+        """Per layer, (vertical, horizontal) bias maps ``(B, 2h, H, W)`` of the low-resolution ``cond``."""
+        if cond is None:
+            raise ValueError("this super-resolution model needs cond, the low-resolution image")
+        if tuple(cond.shape[-2:]) != self.lowres_size:
+            raise ValueError(f"cond is {tuple(cond.shape[-2:])} but this model upscales {self.lowres_size}")
+        b = self.lowres_bias(self.lowres(cond))
+        B, _, H, W = b.shape
+        b = b.view(B, len(self.layers), 2, 2 * self.hidden, H, W)
+        return [(b[:, l, 0], b[:, l, 1]) for l in range(len(self.layers))]
+
+
+def _at(bias: Bias, i: int, j: int | None = None) -> Bias:
+    """Row ``i`` (and column ``j``) of a gate bias map ``(B, F, H, W)``; constant biases pass through."""
+    if not isinstance(bias, torch.Tensor) or bias.shape[2] == 1:
+        return bias
+    return bias[:, :, i : i + 1] if j is None else bias[:, :, i : i + 1, j : j + 1]
 
 
 class _PixelDecoder:
@@ -257,7 +301,7 @@ class GatedPixelCNNDecoder(_PixelDecoder):
     def __init__(self, model: GatedPixelCNN, batch_size: int, shape: tuple[int, int, int],
                  cond: torch.Tensor | None = None):
         super().__init__(model, batch_size, shape)
-        self.biases = model.label_biases(cond)
+        self.biases = model.gate_biases(cond)
         self.v_inputs = []  # padded vertical input of each layer
         for layer in model.layers:
             left, right, top, _ = layer.v_conv.pad
@@ -271,7 +315,7 @@ class GatedPixelCNNDecoder(_PixelDecoder):
         """Compute every layer's vertical output and link for row ``i``."""
         self.links = []
         for l, (layer, (bv, _)) in enumerate(zip(self.model.layers, self.biases, strict=True)):
-            v, link = layer.vertical(self.v_inputs[l], bv, row=i)
+            v, link = layer.vertical(self.v_inputs[l], _at(bv, i), row=i)
             self.links.append(link)
             if l + 1 < len(self.model.layers):
                 left, _, top, _ = self.model.layers[l + 1].v_conv.pad
@@ -286,7 +330,7 @@ class GatedPixelCNNDecoder(_PixelDecoder):
         for layer, cache, link, (_, bh) in zip(self.model.layers, self.caches, self.links, self.biases,
                                                strict=True):
             cache.i, cache.j = i, j
-            h, s = layer.horizontal(h, link[:, :, :, j : j + 1], bh, cache)
+            h, s = layer.horizontal(h, link[:, :, :, j : j + 1], _at(bh, i, j), cache)
             skip = skip + s
         return self.logits_from(self.model.output_features(skip), c)
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from .base import AutoregressiveModel
-from .pixelcnn import GatedPixelCNN, PixelCNN
+from .pixelcnn import GatedPixelCNN, PixelCNN, UpscalingGatedPixelCNN
 from .pixelrnn import DiagonalBiLSTMModel, RowLSTMModel
 
 MODELS: dict[str, type[AutoregressiveModel]] = {
@@ -11,6 +11,7 @@ MODELS: dict[str, type[AutoregressiveModel]] = {
     "gated_pixelcnn": GatedPixelCNN,
     "row_lstm": RowLSTMModel,
     "diagonal_bilstm": DiagonalBiLSTMModel,
+    "gated_pixelcnn_sr": UpscalingGatedPixelCNN,
 }
 
 
