@@ -13,13 +13,27 @@ def input_gradients(model: AutoregressiveModel, x: torch.Tensor, position: int,
     """|d logits[sub-pixel position] / d one-hot input|, summed over K: ``(C*H*W,)`` in flat order.
 
     The model is fed one-hot inputs through a differentiable embedding of the integer image, so the
-    gradient w.r.t. each sub-pixel's one-hot vector is defined whatever the model does with it.
+    gradient w.r.t. each sub-pixel's one-hot vector is defined whatever the model does with it:
+    ``values = sum_k k * onehot_k`` for models that rescale the integers, or, for models with an
+    ``input_embedding`` that has ``from_onehot``, that embedding applied to the one-hot vectors.
     """
     B, C, H, W = x.shape
     K = model.levels
     onehot = F.one_hot(x, K).float().requires_grad_(True)  # (B, C, H, W, K)
-    values = (onehot * torch.arange(K, dtype=torch.float32)).sum(-1)  # == x, but differentiable
-    logits = model(values, cond)  # scale() takes float images, so the graph reaches the one-hot input
+    embedding = getattr(model, "input_embedding", None)
+    if embedding is not None and hasattr(embedding, "from_onehot"):
+        # Models that look their input up in a table (an nn.Embedding cannot take floats) expose it
+        # as ``model.input_embedding``: ``forward(x (B, C, H, W) ints) -> (B, C, H, W, d)`` and
+        # ``from_onehot(onehot (B, C, H, W, K))``, the same map on one-hot vectors. The hook swaps
+        # the looked-up output for the one-hot product, so the gradient reaches the one-hot input.
+        hook = embedding.register_forward_hook(lambda module, args, out: module.from_onehot(onehot))
+        try:
+            logits = model(x, cond)
+        finally:
+            hook.remove()
+    else:
+        values = (onehot * torch.arange(K, dtype=torch.float32)).sum(-1)  # == x, but differentiable
+        logits = model(values, cond)  # scale() takes float images, so the graph reaches the one-hot input
     flat = logits.permute(0, 2, 3, 1, 4).reshape(B, H * W * C, K)
     flat[:, position].sum().backward()
     return onehot.grad.abs().sum(-1).permute(0, 2, 3, 1).reshape(B, -1).sum(0)

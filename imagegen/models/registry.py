@@ -5,10 +5,20 @@ from __future__ import annotations
 from .base import AutoregressiveModel
 from .pixelcnn import GatedPixelCNN, PixelCNN, UpscalingGatedPixelCNN
 from .pixelrnn import DiagonalBiLSTMModel, RowLSTMModel
+from .transformer import (
+    SuperResolutionTransformer1D,
+    SuperResolutionTransformer2D,
+    Transformer1D,
+    Transformer2D,
+)
 
 MODELS: dict[str, type[AutoregressiveModel]] = {
     "pixelcnn": PixelCNN,
     "gated_pixelcnn": GatedPixelCNN,
+    "transformer_1d": Transformer1D,
+    "transformer_2d": Transformer2D,
+    "transformer_sr_1d": SuperResolutionTransformer1D,
+    "transformer_sr_2d": SuperResolutionTransformer2D,
     "row_lstm": RowLSTMModel,
     "diagonal_bilstm": DiagonalBiLSTMModel,
     "gated_pixelcnn_sr": UpscalingGatedPixelCNN,

@@ -1,0 +1,104 @@
+"""Local attention: the 1D and 2D patterns, and the kernels against the reference."""
+
+import pytest
+import torch
+
+from imagegen.models.attention import (
+    attention,
+    has_xformers,
+    local_1d_pattern,
+    local_2d_pattern,
+    resolve_kernel,
+)
+
+
+def brute_force_2d(rows, cols, query_shape, flange):
+    """Per generation-order position, the set of positions it may attend to, from the definition."""
+    qr, qc = query_shape
+    fr, fc = flange
+    block = lambda i, j: (i // qr, j // qc)  # noqa: E731
+    cells = sorted(((i, j) for i in range(rows) for j in range(cols)),
+                   key=lambda p: (*block(*p), p[0], p[1]))
+    rank = {p: t for t, p in enumerate(cells)}
+    allowed = []
+    for (i, j) in cells:
+        bi, bj = block(i, j)
+        r0, c0 = bi * qr, bj * qc
+        allowed.append({rank[(a, b)] for (a, b) in cells if r0 - fr <= a < r0 + qr
+                        and c0 - fc <= b < c0 + qc + fc and rank[(a, b)] <= rank[(i, j)]})
+    order = torch.tensor([i * cols + j for i, j in cells])
+    return order, allowed
+
+
+def allowed_sets(pattern):
+    out = []
+    for t in range(pattern.length):
+        slot = int(pattern.inverse[t])
+        b, i = divmod(slot, pattern.query_index.shape[1])
+        out.append(set(pattern.memory_index[b][pattern.mask[b, i]].tolist()))
+    return out
+
+
+def test_1d_pattern_blocks_and_memory():
+    p = local_1d_pattern(10, block_length=4, memory_length=3)
+    for t, seen in enumerate(allowed_sets(p)):
+        start = t // 4 * 4
+        assert seen == set(range(max(0, start - 3), t + 1)), t
+    assert isinstance(p.visible(5), slice) and p.visible(5) == slice(1, 6)
+
+
+@pytest.mark.parametrize("rows, cols, query_shape, flange", [(4, 6, (2, 4), (1, 2)), (5, 7, (2, 3), (2, 1)),
+                                                              (3, 8, (3, 8), (0, 0))])
+def test_2d_pattern_matches_definition(rows, cols, query_shape, flange):
+    order, p = local_2d_pattern(rows, cols, query_shape, flange)
+    expected_order, expected = brute_force_2d(rows, cols, query_shape, flange)
+    assert torch.equal(order, expected_order)
+    assert allowed_sets(p) == expected
+    for t in range(p.length):
+        visible = p.visible(t)
+        got = set(range(p.length)[visible]) if isinstance(visible, slice) else set(visible.tolist())
+        assert got == expected[t]
+
+
+def _qkv(B=2, h=2, N=22, D=4, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    return [torch.randn(B, h, N, D, generator=g, dtype=torch.float64).requires_grad_(True) for _ in range(3)]
+
+
+@pytest.mark.parametrize("kind", ["1d", "2d", "full"])
+def test_sdpa_matches_reference_forward_and_gradients(kind):
+    pattern = {"1d": local_1d_pattern(22, 5, 3), "2d": local_2d_pattern(2, 11, (1, 4), (1, 2))[1],
+               "full": None}[kind]
+    results = []
+    for kernel in ("reference", "sdpa"):
+        q, k, v = _qkv()
+        out = attention(q, k, v, pattern, kernel)
+        out.backward(torch.linspace(-1, 1, out.numel(), dtype=out.dtype).view_as(out))
+        results.append((out, q.grad, k.grad, v.grad))
+    for a, b in zip(*results, strict=True):
+        torch.testing.assert_close(a, b, atol=1e-10, rtol=1e-8)
+
+
+def test_local_attention_is_causal():
+    q, k, v = _qkv(N=12)
+    pattern = local_1d_pattern(12, 4, 4)
+    out = attention(q, k, v, pattern, "sdpa")
+    out[:, :, 6].sum().backward()
+    assert (k.grad[:, :, 7:] == 0).all() and (v.grad[:, :, 7:] == 0).all()
+    assert (v.grad[:, :, :4] != 0).any() and (v.grad[:, :, :0] == 0).all()
+
+
+def test_kernel_names_checked():
+    assert resolve_kernel("auto", torch.device("cpu")) == "sdpa"
+    with pytest.raises(ValueError, match="unknown attention kernel"):
+        resolve_kernel("flash9", torch.device("cpu"))
+    with pytest.raises(ValueError, match="CUDA only"):
+        resolve_kernel("xformers", torch.device("cpu"))
+
+
+@pytest.mark.skipif(not (torch.cuda.is_available() and has_xformers()), reason="needs CUDA and xformers")
+def test_xformers_matches_reference_on_cuda():
+    pattern = local_1d_pattern(64, 16, 16).to("cuda")
+    q, k, v = (x.detach().float().cuda().repeat(1, 1, 3, 8)[:, :, :64] for x in _qkv(N=22))
+    torch.testing.assert_close(attention(q, k, v, pattern, "xformers"),
+                               attention(q, k, v, pattern, "reference"), atol=2e-3, rtol=1e-3)

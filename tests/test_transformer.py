@@ -1,0 +1,140 @@
+"""Image Transformer (1D/2D local, super-resolution): causality, locality, cached decoding, sampling."""
+
+import pytest
+import torch
+
+from imagegen import checkpoint
+from imagegen.data.pairs import area_downsample
+from imagegen.models import available_models, build_model
+from imagegen.sampling import sample
+from tests.causality import check_causal, input_gradients
+
+H, W, K = 4, 6, 5
+LOCAL = {"transformer_1d": dict(block_length=5, memory_length=3),
+         "transformer_2d": dict(query_shape=(2, 4), memory_flange=(1, 2))}
+SR = {"transformer_sr_1d": dict(block_length=16, memory_length=8),
+      "transformer_sr_2d": dict(query_shape=(2, 4), memory_flange=(1, 2))}
+
+
+def make(name, channels, **kw):
+    torch.manual_seed(0)
+    hparams = {**LOCAL.get(name, {}), **SR.get(name, {}), **kw}
+    size = hparams.pop("image_size", (H, W))
+    return build_model(name, channels=channels, image_size=size, levels=K, hidden=16, num_heads=2,
+                       ffn_hidden=24, **hparams).eval()
+
+
+def test_registered():
+    names = {"transformer_1d", "transformer_2d", "transformer_sr_1d", "transformer_sr_2d"}
+    assert names <= set(available_models())
+
+
+@pytest.mark.parametrize("name", list(LOCAL))
+@pytest.mark.parametrize("channels", [1, 3])
+def test_causal_by_gradients(name, channels):
+    # Blocks of 5 (1D) and 2x4 (2D) over 4x(6*C) sub-pixels: many positions sit at block edges.
+    check_causal(make(name, channels), channels, H, W)
+
+
+@pytest.mark.parametrize("name", list(LOCAL))
+def test_causal_class_conditional(name):
+    check_causal(make(name, 3, num_classes=3), 3, H, W, cond=torch.tensor([1, 2]))
+
+
+@pytest.mark.parametrize("name", list(LOCAL))
+@pytest.mark.parametrize("channels", [1, 3])
+def test_one_layer_sees_exactly_its_shifted_memory(name, channels):
+    """With one layer, the logits at position t depend on the values at t' - 1 for every t' that t
+    attends to: the memory window (block edges included), shifted by the input's right shift."""
+    model = make(name, channels, num_layers=1)
+    order, _, pattern = model.layout(channels, H, W)
+    order = model.generation_order(channels, H, W)
+    x = torch.randint(0, K, (1, channels, H, W), generator=torch.Generator().manual_seed(3))
+    for t in range(len(order)):
+        visible = pattern.visible(t)
+        visible = torch.arange(len(order))[visible] if isinstance(visible, slice) else visible
+        expected = torch.zeros(len(order), dtype=torch.bool)
+        expected[order[visible[visible > 0] - 1]] = True
+        seen = input_gradients(model, x, int(order[t])) > 0
+        assert torch.equal(seen, expected), f"position {t}"
+
+
+@pytest.mark.parametrize("name", list(LOCAL) + list(SR))
+@pytest.mark.parametrize("channels", [1, 3])
+def test_cached_decoder_matches_reference_every_step(name, channels):
+    if name in SR:
+        model = make(name, channels, image_size=(8, 8), upscale_factor=4, encoder_layers=1)
+        cond = torch.randint(0, K, (3, channels, 2, 2))
+        shape = (channels, 8, 8)
+    else:
+        model, cond, shape = make(name, channels, num_classes=2, num_layers=3), torch.tensor([0, 1, 1]), None
+    C, h, w = shape or (channels, H, W)
+    values = torch.randint(0, K, (C * h * w, 3))
+    with torch.no_grad():
+        ref, cached = model.reference_decoder(3, cond=cond), model.decoder(3, cond=cond)
+        assert type(cached) is not type(ref)
+        assert torch.equal(cached.order, ref.order)
+        for t in range(C * h * w):
+            torch.testing.assert_close(cached.next_logits(), ref.next_logits(), atol=1e-4, rtol=0,
+                                       msg=f"step {t}")
+            ref.push(values[t])
+            cached.push(values[t])
+
+
+@pytest.mark.parametrize("name", list(LOCAL))
+@pytest.mark.parametrize("channels", [1, 3])
+def test_same_seed_same_samples_from_both_decoders(name, channels):
+    model = make(name, channels)
+    a = sample(model, 2, seed=5, decoder="cached")
+    assert a.shape == (2, channels, H, W) and a.dtype == torch.uint8
+    assert torch.equal(a, sample(model, 2, seed=5, decoder="reference"))
+    assert torch.equal(a, sample(model, 2, seed=5))
+    assert not torch.equal(a, sample(model, 2, seed=6))
+
+
+@pytest.mark.parametrize("name", list(LOCAL))
+def test_kernels_give_the_same_logits(name):
+    model = make(name, 3, num_layers=2)
+    x = torch.randint(0, K, (2, 3, H, W))
+    ref = model(x)
+    model.kernel = "sdpa"
+    torch.testing.assert_close(model(x), ref, atol=1e-5, rtol=1e-5)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        assert torch.isfinite(model(x)).all()
+
+
+@pytest.mark.parametrize("name", list(SR))
+def test_super_resolution_contract_and_causality(name):
+    model = make(name, 3, image_size=(8, 8), upscale_factor=4, encoder_layers=1)
+    assert model.upscale_factor == 4 and model.lowres_size == (2, 2)
+    high = torch.randint(0, K, (2, 3, 8, 8))
+    low = area_downsample(high, 4)
+    logits = model(high, low)
+    assert logits.shape == (2, 3, 8, 8, K)
+    assert not torch.allclose(logits, model(high, (low + 1) % K))
+    positions = [0, 1, 2, 15, 16, 17, 47, 96, 191]  # block edges of the 1D (16) and 2D (2x4) layouts
+    check_causal(model, 3, 8, 8, positions=positions, cond=low)
+    with pytest.raises(ValueError, match="low-resolution"):
+        model(high)
+    assert sample(model, 2, seed=0, cond=low).shape == (2, 3, 8, 8)
+
+
+def test_hparam_errors_are_value_errors():
+    with pytest.raises(ValueError, match="2D hparams"):
+        build_model("transformer_1d", channels=1, image_size=4, query_shape=[2, 2])
+    with pytest.raises(ValueError, match="multiple of num_heads"):
+        build_model("transformer_2d", channels=1, image_size=4, hidden=10, num_heads=4)
+    with pytest.raises(ValueError, match="upscale_factor"):
+        build_model("transformer_sr_1d", channels=1, image_size=6, upscale_factor=4)
+    with pytest.raises(ValueError, match="unknown attention kernel"):
+        build_model("transformer_1d", channels=1, image_size=4, kernel="nope")
+
+
+def test_checkpoint_round_trip(tmp_path):
+    model = make("transformer_2d", 1, query_shape=[2, 3])  # a list, as YAML gives it
+    checkpoint.save(model, tmp_path / "m")
+    loaded = checkpoint.load(tmp_path / "m")
+    x = torch.randint(0, K, (2, 1, H, W))
+    torch.testing.assert_close(loaded(x), model(x))
+    assert torch.equal(loaded.generation_order(1, H, W), model.generation_order(1, H, W))
+
