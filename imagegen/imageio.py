@@ -46,7 +46,7 @@ def read_image(path: str | os.PathLike, channels: int, size: tuple[int, int], re
                                 f"pass --resize to fit it, or give a {W}x{H} {what}")
         shrink = im.size[0] > W or im.size[1] > H
         im = im.resize((W, H), Image.Resampling.BOX if shrink else Image.Resampling.BICUBIC)
-    array = np.asarray(im, dtype=np.uint8)
+    array = np.array(im, dtype=np.uint8)
     return torch.from_numpy(array[None] if channels == 1 else array.transpose(2, 0, 1).copy())
 
 
