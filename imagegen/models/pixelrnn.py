@@ -67,9 +67,9 @@ class GateConv(MaskedConv2d):
 
 
 def lstm_cell(gates: torch.Tensor, c_prev: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Equation 3 from the summed gate pre-activations: ``gates (B, 4h, ...)``, ``c_prev (B, h, ...)``
-    -> ``(h, c)``, each ``(B, h, ...)``."""
-    o, f, i, g = gates.unflatten(1, (4, -1)).unbind(1)
+    """Equation 3 from the summed gate pre-activations, features last: ``gates (..., 4h)`` laid out
+    ``[o | f | i | g]`` and ``c_prev (..., h)`` -> ``(h, c)``, each ``(..., h)``."""
+    o, f, i, g = gates.unflatten(-1, (4, -1)).unbind(-2)
     c = torch.sigmoid(f) * c_prev + torch.sigmoid(i) * torch.tanh(g)
     return torch.sigmoid(o) * torch.tanh(c), c
 
@@ -90,24 +90,31 @@ def unskew(y: torch.Tensor) -> torch.Tensor:
 
 
 class RowLSTM(nn.Module):
-    """One Row LSTM (section 3.1): ``(B, 2h, H, W)`` -> hidden states ``(B, h, H, W)``."""
+    """One Row LSTM (section 3.1): ``(B, 2h, H, W)`` -> hidden states ``(B, h, H, W)``.
+
+    ``K_ss``, the width-3 convolution over the previous row, is stored as the linear map of the
+    concatenated ``[left, centre, right]`` states ``(3h -> 4h)``: the same weights, and one matmul
+    per row (tiny convolutions are slow on CPU, in backward especially).
+    """
 
     def __init__(self, hidden: int, kernel_size: int, channels: int):
         super().__init__()
+        self.hidden = hidden
         self.input_to_state = GateConv(2 * hidden, hidden, (1, kernel_size), channels,
                                        center=(0, kernel_size // 2))
-        self.state_to_state = nn.Conv1d(hidden, 4 * hidden, 3, bias=False)  # over the previous row
+        self.state_to_state = nn.Linear(3 * hidden, 4 * hidden, bias=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         B, _, H, W = x.shape
-        gates_is = self.input_to_state(x)  # (B, 4h, H, W): the whole map at once
-        h = c = gates_is.new_zeros(B, self.state_to_state.in_channels, W)  # row -1
+        gates_is = self.input_to_state(x).permute(0, 2, 3, 1)  # (B, H, W, 4h): the whole map at once
+        h = c = gates_is.new_zeros(B, W, self.hidden)  # row -1
         rows = []
-        for i in range(H):
-            gates = gates_is[:, :, i] + self.state_to_state(F.pad(h, (1, 1)))
-            h, c = lstm_cell(gates, c)
+        for row in gates_is.unbind(1):  # (B, W, 4h)
+            padded = F.pad(h, (0, 0, 1, 1))  # (B, W+2, h)
+            window = torch.cat([padded[:, :-2], padded[:, 1:-1], padded[:, 2:]], -1)  # (B, W, 3h)
+            h, c = lstm_cell(row + self.state_to_state(window), c)
             rows.append(h)
-        return torch.stack(rows, 2)
+        return torch.stack(rows, 1).permute(0, 3, 1, 2)
 
 
 class DiagonalLSTM(nn.Module):
@@ -118,24 +125,27 @@ class DiagonalLSTM(nn.Module):
 
     def __init__(self, hidden: int, channels: int):
         super().__init__()
+        self.hidden = hidden
         self.input_to_state = GateConv(2 * hidden, hidden, (1, 1), channels)
-        self.state_to_state = nn.Conv1d(hidden, 4 * hidden, 2, bias=False)  # [above, left]
+        # K_ss, the 2x1 column convolution, as the linear map of the concatenated [above, left]
+        # states (2h -> 4h): the same weights, one matmul per column.
+        self.state_to_state = nn.Linear(2 * hidden, 4 * hidden, bias=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         B, _, H, W = x.shape
-        gates_is = skew(self.input_to_state(x))  # (B, 4h, H, H+W-1); 1x1 commutes with the skew
-        cols = torch.arange(H + W - 1, device=x.device)
-        inside = ((cols[None, :] >= torch.arange(H, device=x.device)[:, None])
-                  & (cols[None, :] < torch.arange(H, device=x.device)[:, None] + W)).to(gates_is.dtype)
-        h = c = gates_is.new_zeros(B, self.state_to_state.in_channels, H)  # column -1
+        gates_is = skew(self.input_to_state(x)).permute(0, 3, 2, 1)  # (B, H+W-1, H, 4h); 1x1 commutes
+        rows, cols = torch.arange(H, device=x.device)[:, None], torch.arange(H + W - 1, device=x.device)
+        inside = ((cols >= rows) & (cols < rows + W)).T[..., None].to(gates_is.dtype)  # (H+W-1, H, 1)
+        h = c = gates_is.new_zeros(B, H, self.hidden)  # column -1
         columns = []
-        for k in range(H + W - 1):
-            # Row i of column k: K_ss over rows i-1 (the pixel above) and i (the pixel to the left).
-            gates = gates_is[:, :, :, k] + self.state_to_state(F.pad(h, (1, 0)))
-            h, c = lstm_cell(gates, c)
-            h, c = h * inside[:, k], c * inside[:, k]
+        for k, column in enumerate(gates_is.unbind(1)):  # (B, H, 4h)
+            # Row i of column k: the states of row i-1 (the pixel above) and row i (the pixel to
+            # the left) in column k-1.
+            above = F.pad(h, (0, 0, 1, 0))[:, :H]
+            h, c = lstm_cell(column + self.state_to_state(torch.cat([above, h], -1)), c)
+            h, c = h * inside[k], c * inside[k]  # outside the image: zero, like padding
             columns.append(h)
-        return unskew(torch.stack(columns, 3))
+        return unskew(torch.stack(columns, 1).permute(0, 3, 2, 1))
 
 
 class RowLSTMLayer(nn.Module):
@@ -291,23 +301,23 @@ class RowLSTMDecoder(_PixelRNNDecoder):
         h, B, W = model.hidden, batch_size, self.W
         self.caches = [ConvCache(layer.lstm.input_to_state, B, self.H, W, self.device, self.dtype)
                        for layer in model.layers]
-        self.h_prev = [self.zeros(B, h, W + 2) for _ in model.layers]  # row i-1, padded
-        self.c_prev = [self.zeros(B, h, W) for _ in model.layers]
-        self.h_row = [self.zeros(B, h, W + 2) for _ in model.layers]  # row i
-        self.c_row = [self.zeros(B, h, W) for _ in model.layers]
+        self.h_prev = [self.zeros(B, W + 2, h) for _ in model.layers]  # row i-1, padded
+        self.c_prev = [self.zeros(B, W, h) for _ in model.layers]
+        self.h_row = [self.zeros(B, W + 2, h) for _ in model.layers]  # row i
+        self.c_row = [self.zeros(B, W, h) for _ in model.layers]
 
     def layer_step(self, l, layer, u, i, j):
         cache = self.caches[l]
         cache.i, cache.j = i, j
         gates = (layer.lstm.input_to_state(u[:, :, None, None], cache)[:, :, 0, 0]
-                 + layer.lstm.state_to_state(self.h_prev[l][:, :, j : j + 3])[:, :, 0])
-        h, c = lstm_cell(gates, self.c_prev[l][:, :, j])
+                 + layer.lstm.state_to_state(self.h_prev[l][:, j : j + 3].flatten(1)))
+        h, c = lstm_cell(gates, self.c_prev[l][:, j])
         return h, (h, c)
 
     def commit(self, i, j):
         for l, (h, c) in enumerate(self.pending):
-            self.h_row[l][:, :, j + 1] = h
-            self.c_row[l][:, :, j] = c
+            self.h_row[l][:, j + 1] = h
+            self.c_row[l][:, j] = c
         if j == self.W - 1:  # the row is complete: it becomes the previous row
             self.h_prev, self.h_row = self.h_row, self.h_prev
             self.c_prev, self.c_row = self.c_row, self.c_prev
@@ -340,7 +350,7 @@ class DiagonalBiLSTMDecoder(_PixelRNNDecoder):
         left = self.h_row[l][:, :, j - 1] if j > 0 else self.zeros(len(u), self.model.hidden)
         c_left = self.c_left[l] if j > 0 else torch.zeros_like(self.c_left[l])
         gates = (lstm.input_to_state(u[:, :, None, None])[:, :, 0, 0]
-                 + lstm.state_to_state(torch.stack([self.h_prev[l][:, :, j], left], -1))[:, :, 0])
+                 + lstm.state_to_state(torch.cat([self.h_prev[l][:, :, j], left], -1)))
         h, c = lstm_cell(gates, c_left)
         return h + self.r2l_prev[l][:, :, j], (h, c, u)
 
@@ -361,7 +371,7 @@ class DiagonalBiLSTMDecoder(_PixelRNNDecoder):
         h = c = torch.zeros_like(above[:, :, 0])  # right of the row: outside the image
         out = torch.zeros_like(above)
         for j in reversed(range(self.W)):
-            gates = gates_is[:, :, j] + lstm.state_to_state(torch.stack([above[:, :, j], h], -1))[:, :, 0]
+            gates = gates_is[:, :, j] + lstm.state_to_state(torch.cat([above[:, :, j], h], -1))
             h, c = lstm_cell(gates, c)
             out[:, :, j] = h
         return out
