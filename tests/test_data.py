@@ -404,3 +404,25 @@ def test_download_cifar10(tmp_path, monkeypatch):
     monkeypatch.setattr(dl, "CIFAR10_MD5", hashlib.md5(evil).hexdigest())
     _raises("unsafe", load_dataset, "cifar10", root=tmp_path / "root2", download=True)
     assert not (tmp_path / "evil").exists()
+
+
+def test_celeba_split_by_standard_numbering_or_partition_file(tmp_path):
+    from PIL import Image
+
+    faces = tmp_path / "celeba" / "img_align_celeba"
+    faces.mkdir(parents=True)
+    for number, shade in [(1, 10), (2, 20), (162771, 30), (182638, 40)]:
+        Image.new("RGB", (178, 218), (shade, 0, 0)).save(faces / f"{number:06d}.jpg", quality=100)
+    train = load_dataset("celeba", tmp_path / "celeba", "train")
+    assert train.images.shape == (2, 3, 32, 32) and train.labels is None
+    assert abs(int(train.images[1, 0, 16, 16]) - 20) <= 2
+    test = load_dataset("celeba", faces, "test", image_size=8)
+    assert test.images.shape == (1, 3, 8, 8) and abs(int(test.images[0, 0, 4, 4]) - 40) <= 2
+    (tmp_path / "celeba" / "list_eval_partition.txt").write_text(
+        "000001.jpg 2\n000002.jpg 0\n162771.jpg 0\n182638.jpg 0\n")
+    assert len(load_dataset("celeba", faces, "test").images) == 1
+    assert len(load_dataset("celeba", faces, "train").images) == 3
+    with pytest.raises(DataError, match="no CelebA images of the val split"):
+        load_dataset("celeba", faces, "val")
+    with pytest.raises(DataError, match="not found"):
+        load_dataset("celeba", tmp_path / "nowhere", "train")

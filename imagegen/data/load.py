@@ -14,6 +14,7 @@ from imagegen.errors import DataError
 
 from . import cifar, imagenet, mnist
 from . import download as fetch
+from .celeba import load_celeba
 from .dataset import ImageData, normalize_split
 from .folder import load_folder
 from .transforms import BINARIZE_MODES, resize_images
@@ -61,7 +62,7 @@ _SOURCES: dict[str, _Source] = {
 
 def available_datasets() -> list[str]:
     """Names accepted by load_dataset."""
-    return [*_SOURCES, "folder"]
+    return [*_SOURCES, "celeba", "folder"]
 
 
 def default_root(name: str) -> Path:
@@ -91,8 +92,10 @@ def load_dataset(
         A directory without the files is filled by downloading when download=True (MNIST, CIFAR-10).
     split: "train" or "test" ("val"/"validation" also mean "test" for ImageNet; unused for folder,
         which always returns every image).
-    image_size: side to resize to; required for "folder", optional elsewhere (a size other than the
-        native one crops/resizes every image with a BOX filter down, BICUBIC up).
+    image_size: side to resize to; required for "folder", 32 by default for "celeba" (the
+        img_align_celeba folder, split by list_eval_partition.txt or the standard numbering),
+        optional elsewhere (a size other than the native one crops/resizes every image with a BOX
+        filter down, BICUBIC up).
     binarize: None, "threshold" (pixel > 127) or "stochastic" (Bernoulli(pixel/255), drawn once with
         a fixed seed); "threshold" by default for binarized_mnist. Binarized data has levels 2.
     channels: 1 (grayscale) or 3 (RGB) for folder; other datasets accept only their own count.
@@ -109,7 +112,10 @@ def load_dataset(
     if image_size is not None:
         image_size = _positive_int(image_size, "image_size", where)
 
-    if key == "folder":
+    if key == "celeba":
+        directory = path if path is not None else root if root is not None else default_root(key)
+        data = load_celeba(Path(directory), split, image_size or 32)
+    elif key == "folder":
         directory = path if path is not None else root
         if directory is None:
             raise DataError("the folder dataset needs the path of a directory of images (--data)")
@@ -125,7 +131,7 @@ def load_dataset(
         if image_size is not None and image_size != data.image_size:
             data.images = resize_images(data.images, image_size)
 
-    mode = binarize if binarize is not None or key == "folder" else _SOURCES[key].default_binarize
+    mode = binarize if binarize is not None or key in ("folder", "celeba") else _SOURCES[key].default_binarize
     if mode is not None:
         generator = torch.Generator().manual_seed(STOCHASTIC_SEED)
         data = ImageData(binarize_images(data.images, mode, generator), data.labels, 2, data.num_classes)
