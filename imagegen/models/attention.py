@@ -139,12 +139,15 @@ def _reference(q, k, v, mask):
 
 
 def _sdpa(q, k, v, mask):
-    if q.dim() > 4:  # (B, h, nb, L, D): fold B and h so that torch's fused CPU kernel applies
-        lead = q.shape[:-3]
-        out = F.scaled_dot_product_attention(q.flatten(0, -4), k.flatten(0, -4), v.flatten(0, -4),
-                                             attn_mask=mask)
-        return out.view(*lead, *out.shape[1:])
-    return F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
+    # torch's fused CPU kernel takes 4-D inputs and a 4-D mask (else it falls back to a far slower
+    # path): fold (B, h, nb, L, D) into (B*h, nb, L, D) and give the (nb, Lq, Lk) mask a batch dim.
+    lead = q.shape[:-3]
+    if q.dim() > 4:
+        q, k, v = q.flatten(0, -4), k.flatten(0, -4), v.flatten(0, -4)
+    if mask is not None and mask.dim() < 4:
+        mask = mask.view((1,) * (4 - mask.dim()) + mask.shape)
+    out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
+    return out.view(*lead, *out.shape[-3:])
 
 
 def _xformers(q, k, v, mask):
