@@ -79,11 +79,9 @@ def evaluate(model: torch.nn.Module, data: ImageData, batch_size: int) -> tuple[
         return "shape mismatch", "-"
     if data.levels > model.levels:
         return f"levels mismatch ({data.levels} > {model.levels})", "-"
-    cond = None
-    if model.num_classes:
-        if data.labels is None:
-            return "no labels (class-conditional model)", "-"
-        cond = data.labels
+    if model.num_classes and data.labels is None:
+        return "no labels (class-conditional model)", "-"
+    cond = model.condition(data.images, data.labels)  # labels, the low-resolution image, or None
     start = time.perf_counter()
     bpd = bits_per_dim(model, data.images, cond, batch_size=batch_size)
     return f"{bpd:.4f}", f"{time.perf_counter() - start:.2f}"
