@@ -4,6 +4,10 @@
     python scripts/bench_train.py --device cuda --batch-size 64
     python scripts/bench_train.py --models gated_pixelcnn pixelcnn --steps 40
     python scripts/bench_train.py --quick --set model.hidden=4      # smoke test
+    # PixelRNN: CIFAR-10 paper size (fp32, bf16), sampling 4 images of 28x28x1 at the shipped MNIST sizes
+    python scripts/bench_train.py --config configs/cifar10_row_lstm.yaml --models row_lstm diagonal_bilstm \
+        --layouts NCHW --steps 6 --block-steps 2 --warmup 1 \
+        --sample-config configs/mnist_row_lstm.yaml --sample-shape 1,28,28 --num-samples 4
 
 Prints a markdown table (median images/s over round-robin blocks of steps, and the ratio to
 fp32 NCHW) headed by the machine it ran on, then one line per model timing ``imagegen.sampling.sample``
@@ -75,6 +79,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    default="cuda" if torch.cuda.is_available() else "cpu")
     p.add_argument("--shape", help="C,H,W of the random training images (default: from the dataset name)")
     p.add_argument("--sample-shape", help="C,H,W to time sampling on (default: C,12,12)")
+    p.add_argument("--sample-config", help="YAML config whose model sizes the sampling timing uses, "
+                   "looked up per model like --models does (default: the training config)")
+    p.add_argument("--layouts", nargs="+", choices=["NCHW", "channels_last"],
+                   default=["NCHW", "channels_last"], help="memory formats to time (default: both)")
     p.add_argument("--num-samples", type=int, default=16, help="images to sample (default: %(default)s)")
     p.add_argument("--threads", type=int, help="torch.set_num_threads for the run (default: torch's own)")
     p.add_argument("--seed", type=int, default=0)
@@ -138,14 +146,17 @@ def make_model(kwargs: dict, config: Config, shape: tuple[int, int, int]) -> Aut
 
 
 def make_variants(model: AutoregressiveModel, config: Config, batch: int, device: torch.device,
-                  seed: int) -> list[Variant]:
-    """The four variants of ``model``, each a copy of the same initial weights with its own AdamW."""
+                  seed: int, layouts: tuple[str, ...] = ("NCHW", "channels_last")) -> list[Variant]:
+    """The variants of ``model`` (fp32 and bf16 in each of ``layouts``), each a copy of the same
+    initial weights with its own AdamW."""
     g = torch.Generator().manual_seed(seed)
     shape = (batch, model.channels, *model.image_size)
     x = torch.randint(0, model.levels, shape, generator=g).to(device)
     t = config.train
     variants = []
     for precision, layout in VARIANTS:
+        if layout not in layouts:
+            continue
         m = copy.deepcopy(model).to(device).train()
         xv = x
         if layout == "channels_last":
@@ -276,7 +287,7 @@ def run(args: argparse.Namespace) -> None:
         if model.num_classes:
             cond = torch.randint(0, model.num_classes, (batch,), generator=torch.Generator().manual_seed(1))
             cond = cond.to(device)
-        variants = make_variants(model, config, batch, device, args.seed)
+        variants = make_variants(model, config, batch, device, args.seed, tuple(args.layouts))
         bench_training(variants, args, cond, grad_clip)
         base = statistics.median(variants[0].throughputs)
         for v in variants:
@@ -285,11 +296,19 @@ def run(args: argparse.Namespace) -> None:
                          f"{min(v.throughputs):.1f}-{max(v.throughputs):.1f}", f"{med / base:.2f}x"])
         del variants
 
-        small = make_model(kwargs, config, sample_shape).to(device)
+        if args.sample_config:
+            sample_path = Path(args.sample_config)
+            sample_cfg = load_config(sample_path)
+            sample_kwargs = model_kwargs(sample_cfg, sample_path, kwargs["name"])
+            small = make_model(sample_kwargs, sample_cfg, sample_shape)
+        else:
+            small = make_model(kwargs, config, sample_shape)
+        small = small.to(device)
         cached = time_sampling(small, args.num_samples, "cached", args.seed)
         reference = time_sampling(small, args.num_samples, "reference", args.seed)
         sampling_lines.append(
-            f"sampling {kwargs['name']}: {args.num_samples} images of {'x'.join(map(str, sample_shape))} "
+            f"sampling {kwargs['name']} ({sum(p.numel() for p in small.parameters()):,} parameters): "
+            f"{args.num_samples} images of {'x'.join(map(str, sample_shape))} "
             f"(fp32, {device.type}): cached decoder {cached:.3f} s, reference decoder {reference:.3f} s "
             f"(reference / cached = {reference / cached:.1f}x; reference decoding re-runs the model for "
             f"every sub-pixel, O(N^2), so it is timed on this small shape only)")

@@ -1,5 +1,10 @@
 """Row LSTM and Diagonal BiLSTM: causality, receptive fields, cached decoding, conditioning."""
 
+import os
+import subprocess
+import sys
+from pathlib import Path
+
 import pytest
 import torch
 
@@ -143,3 +148,18 @@ def test_bf16_autocast_forward_close_to_fp32():
     with torch.autocast("cpu", dtype=torch.bfloat16):
         low = model(x).float()
     torch.testing.assert_close(low, model(x), atol=0.1, rtol=0.05)
+
+
+def test_bench_train_times_both_pixelrnns():
+    root = Path(__file__).resolve().parent.parent
+    proc = subprocess.run(
+        [sys.executable, str(root / "scripts" / "bench_train.py"), "--quick", "--models", *MODELS,
+         "--layouts", "NCHW", "--batch-size", "2", "--shape", "1,5,6", "--sample-shape", "1,3,3",
+         "--num-samples", "1", "--sample-config", str(root / "configs" / "mnist_row_lstm.yaml")],
+        capture_output=True, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"}, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    rows = [[c.strip() for c in line.split("|")[1:5]] for line in proc.stdout.splitlines()
+            if line.startswith("| ")][1:]  # the table's body
+    assert {(r[0], r[2]) for r in rows} == {(m, p) for m in MODELS for p in ("fp32", "bf16")}
+    for name in MODELS:
+        assert f"sampling {name} (" in proc.stdout

@@ -26,6 +26,14 @@ convolution::
   pixel ``(i, j)`` sees the left-to-right state of every pixel up and to its left and the
   right-to-left state of every pixel of the rows above. One batched step per skewed column. States
   outside the image (the zeros the skew adds) are held at zero, like a convolution's zero padding.
+  One exception to "every earlier pixel" follows from the masks: no state at a pixel sees that
+  pixel's own value, so the last pixel of row i-1 reaches the right-to-left pass only on row i,
+  which is shifted to row i+1; pixel (i, j) sees it only through the first layer's window (when
+  ``j + first_kernel_size // 2 >= W - 1``). The tests show both.
+
+``K_ss`` is stored as the linear map of the neighbouring states concatenated (``[left, centre,
+right]`` of the row above, or ``[above, left]``): the same weights as the paper's convolution,
+one matmul per step (tiny convolutions are slow on CPU, in backward especially).
 
 Colour masking (section 3.4): every map is split into ``channels`` colour groups (``group_of`` in
 ``masked.py``); each gate's h features are split the same way, and gate group ``g`` is computed
@@ -91,11 +99,7 @@ def unskew(y: torch.Tensor) -> torch.Tensor:
 
 class RowLSTM(nn.Module):
     """One Row LSTM (section 3.1): ``(B, 2h, H, W)`` -> hidden states ``(B, h, H, W)``.
-
-    ``K_ss``, the width-3 convolution over the previous row, is stored as the linear map of the
-    concatenated ``[left, centre, right]`` states ``(3h -> 4h)``: the same weights, and one matmul
-    per row (tiny convolutions are slow on CPU, in backward especially).
-    """
+    ``K_ss``, the width-3 convolution over the previous row, maps ``[left, centre, right]`` 3h -> 4h."""
 
     def __init__(self, hidden: int, kernel_size: int, channels: int):
         super().__init__()
@@ -127,8 +131,7 @@ class DiagonalLSTM(nn.Module):
         super().__init__()
         self.hidden = hidden
         self.input_to_state = GateConv(2 * hidden, hidden, (1, 1), channels)
-        # K_ss, the 2x1 column convolution, as the linear map of the concatenated [above, left]
-        # states (2h -> 4h): the same weights, one matmul per column.
+        # K_ss, the 2x1 column convolution: [above, left] 2h -> 4h.
         self.state_to_state = nn.Linear(2 * hidden, 4 * hidden, bias=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
