@@ -2,6 +2,7 @@
 
 import json
 import os
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -124,7 +125,11 @@ def test_two_process_data_parallel_ranks_end_identical(data, tmp_path):
     env = {k: v for k, v in os.environ.items() if not k.startswith(("ACCELERATE_", "RANK", "WORLD_SIZE"))}
     env["OMP_NUM_THREADS"] = "1"
     # torch's launcher (what `accelerate launch --multi_gpu` runs); accelerate picks gloo on CPU.
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+    with socket.socket() as s:  # a free port, so that concurrent test runs do not collide
+        s.bind(("localhost", 0))
+        port = s.getsockname()[1]
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nnodes", "1", "--rdzv-backend", "c10d",
+           "--rdzv-endpoint", f"localhost:{port}", "--nproc_per_node", "2",
            str(Path(__file__).parent / "ddp_worker.py"), str(data), str(tmp_path)]
     result = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-3000:]
