@@ -1,5 +1,10 @@
 """Image Transformer (1D/2D local, super-resolution): causality, locality, cached decoding, sampling."""
 
+import os
+import subprocess
+import sys
+from pathlib import Path
+
 import pytest
 import torch
 
@@ -138,3 +143,15 @@ def test_checkpoint_round_trip(tmp_path):
     torch.testing.assert_close(loaded(x), model(x))
     assert torch.equal(loaded.generation_order(1, H, W), model.generation_order(1, H, W))
 
+
+
+def test_bench_transformer_quick():
+    """scripts/bench_transformer.py end to end on a tiny model, as tests/test_scripts.py runs bench_train."""
+    script = Path(__file__).resolve().parent.parent / "scripts" / "bench_transformer.py"
+    proc = subprocess.run([sys.executable, str(script), "--quick"], capture_output=True, text=True,
+                          timeout=120, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert proc.returncode == 0, proc.stderr
+    out = proc.stdout
+    assert "machine: " in out and f"torch {torch.__version__}" in out
+    for text in ("| fp32 |", "| bf16 |", "cached decoder", "| reference |", "| sdpa |"):
+        assert text in out, text
