@@ -119,9 +119,26 @@ def test_super_resolution_contract_and_causality(name):
     assert not torch.allclose(logits, model(high, (low + 1) % K))
     positions = [0, 1, 2, 15, 16, 17, 47, 96, 191]  # block edges of the 1D (16) and 2D (2x4) layouts
     check_causal(model, 3, 8, 8, positions=positions, cond=low)
-    with pytest.raises(ValueError, match="low-resolution"):
+    with pytest.raises(ValueError, match="upscales 2x2 low-resolution"):
         model(high)
+    with pytest.raises(ValueError, match="got shape"):
+        model(high, high)
     assert sample(model, 2, seed=0, cond=low).shape == (2, 3, 8, 8)
+
+
+def test_super_resolution_trains_with_the_trainer(tmp_path):
+    """The trainer makes cond with model.condition (area-downsampling by upscale_factor)."""
+    from imagegen.training import Trainer
+    from tests.helpers import tiny_config, tiny_mnist
+
+    config = tiny_config(tiny_mnist(tmp_path / "tiny.npz", n_train=8, n_test=4), max_steps=2, eval_every=2,
+                         eval_images=4, checkpoint_every=2, sample_every=2, num_samples=2)
+    config.model = dict(name="transformer_sr_1d", hidden=16, num_layers=1, num_heads=2, ffn_hidden=16,
+                        block_length=16, memory_length=16, encoder_layers=1, upscale_factor=4)
+    trainer = Trainer(config, tmp_path / "run", show_progress=False)
+    trainer.fit()
+    model = checkpoint.load(tmp_path / "run" / "model")
+    assert model.lowres_size == (2, 2) and model.upscale_factor == 4
 
 
 def test_hparam_errors_are_value_errors():

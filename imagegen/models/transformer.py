@@ -245,8 +245,8 @@ class ImageTransformer(AutoregressiveModel):
             raise ValueError("this model is class-conditional: pass cond, a label per image")
         return self.label(cond)[:, None]
 
-    def encode(self, cond: torch.Tensor | None) -> torch.Tensor | None:
-        """The encoder output the cross-attention reads (none in the decoder-only model)."""
+    def encode(self, cond: torch.Tensor | None, shape: tuple[int, int, int]) -> torch.Tensor | None:
+        """The encoder output the cross-attention reads for ``C x H x W`` images (none here)."""
         return None
 
     def embed(self, x: torch.Tensor, cond: torch.Tensor | None, order: torch.Tensor | None) -> torch.Tensor:
@@ -265,7 +265,7 @@ class ImageTransformer(AutoregressiveModel):
         B, C, H, W = x.shape
         order, rank, pattern = self.layout(C, H, W, x.device)
         h = self.embed(x, cond, order)
-        context = self.encode(cond)
+        context = self.encode(cond, (C, H, W))
         for block in self.blocks:
             h = block(h, pattern, self.kernel, context)
         h = self.norm_out(h)
@@ -323,11 +323,17 @@ class SuperResolutionTransformer(ImageTransformer):
                                      for _ in range(encoder_layers))
         self.enc_norm_out = nn.LayerNorm(d) if norm_first else nn.Identity()
 
-    def encode(self, cond: torch.Tensor | None) -> torch.Tensor:
-        """Low-resolution images ``(B, C, h, w)`` -> encoder output ``(B, C*h*w, d)``."""
-        if cond is None:
-            raise ValueError("the super-resolution transformer needs cond: the low-resolution image "
-                             f"(B, {self.channels}, {self.lowres_size[0]}, {self.lowres_size[1]})")
+    def encode(self, cond: torch.Tensor | None, shape: tuple[int, int, int]) -> torch.Tensor:
+        """Low-resolution images ``(B, C, H/f, W/f)`` of ``C x H x W`` images -> encoder output
+        ``(B, C*(H/f)*(W/f), d)``."""
+        C, H, W = shape
+        f = self.upscale_factor
+        want = (C, H // f, W // f)
+        if cond is None or cond.dim() != 4 or tuple(cond.shape[1:]) != want:
+            got = "none" if cond is None else f"shape {tuple(cond.shape)}"
+            raise ValueError(f"the super-resolution transformer upscales {want[1]}x{want[2]} low-resolution "
+                             f"images by {f} to {H}x{W}: cond must be (B, {C}, {want[1]}, {want[2]}), "
+                             f"got {got}")
         B, C, h, w = cond.shape
         e = self.enc_embedding(cond).permute(0, 2, 3, 1, 4).reshape(B, C * h * w, -1)
         x = self.drop(e + self.enc_position(C, h, w))
@@ -369,7 +375,7 @@ class TransformerDecoder:
         self.pos = model.position(C, H, W)[self.order]
         bias = model.context_bias(cond)
         self.bias = bias[:, 0] if isinstance(bias, torch.Tensor) else bias
-        context = model.encode(cond)
+        context = model.encode(cond, shape)
         self.context_kv = [None if b.cross is None else b.cross.keys_values(context) for b in model.blocks]
         N, heads = C * H * W, model.num_heads
         size = (batch_size, heads, N, model.hidden // heads)
