@@ -102,3 +102,30 @@ def test_xformers_matches_reference_on_cuda():
     q, k, v = (x.detach().float().cuda().repeat(1, 1, 3, 8)[:, :, :64] for x in _qkv(N=22))
     torch.testing.assert_close(attention(q, k, v, pattern, "xformers"),
                                attention(q, k, v, pattern, "reference"), atol=2e-3, rtol=1e-3)
+
+
+def test_xformers_layout_with_a_stand_in(monkeypatch):
+    """The xformers kernel's folding and bias, checked on CPU against a stand-in for
+    ``xformers.ops.memory_efficient_attention``: inputs (batch, length, heads, D), bias
+    (batch, heads, Lq, Lk)."""
+    import sys
+    import types
+
+    from imagegen.models import attention as att
+
+    def stand_in(q, k, v, attn_bias=None):
+        scores = torch.einsum("bqhd,bkhd->bhqk", q, k) * q.shape[-1] ** -0.5
+        if attn_bias is not None:
+            scores = scores + attn_bias
+        return torch.einsum("bhqk,bkhd->bqhd", scores.softmax(-1), v)
+
+    ops = types.ModuleType("xformers.ops")
+    ops.memory_efficient_attention = stand_in
+    monkeypatch.setitem(sys.modules, "xformers", types.ModuleType("xformers"))
+    monkeypatch.setitem(sys.modules, "xformers.ops", ops)
+    monkeypatch.setitem(att._KERNEL_FUNCS, "xformers", att._xformers)
+    monkeypatch.setattr(att, "resolve_kernel", lambda kernel, device: kernel)
+    q, k, v = (t.detach() for t in _qkv(N=22))
+    for pattern in (local_1d_pattern(22, 5, 3), local_2d_pattern(2, 11, (1, 4), (1, 2))[1], None):
+        torch.testing.assert_close(attention(q, k, v, pattern, "xformers"),
+                                   attention(q, k, v, pattern, "reference"))

@@ -159,11 +159,12 @@ def _xformers(q, k, v, mask):
     fold = lambda x: x.transpose(-3, -2).reshape(-1, x.shape[-2], H, D)  # noqa: E731
     bias = None
     if mask is not None:
-        # An additive bias; its last dim is padded to a multiple of 8 (xformers' alignment rule).
-        pad = -Lk % 8
-        full = torch.zeros(*mask.shape[:-1], Lk + pad, dtype=q.dtype, device=q.device)
-        full[..., :Lk].masked_fill_(~mask, float("-inf"))
-        bias = full[..., :Lk].expand(*lead, H, Lq, Lk).reshape(-1, H, Lq, Lk)
+        # An additive bias (batch, H, Lq, Lk) whose storage rows are padded to a multiple of 8
+        # (xformers' alignment rule for bias tensors).
+        batch = q.numel() // (H * Lq * D)
+        full = torch.zeros(batch, H, Lq, Lk + (-Lk % 8), dtype=q.dtype, device=q.device)
+        full[..., :Lk] = torch.zeros((), dtype=q.dtype, device=q.device).masked_fill(~mask, float("-inf"))
+        bias = full[..., :Lk]
     out = memory_efficient_attention(fold(q), fold(k), fold(v), attn_bias=bias)
     return out.view(*lead, Lq, H, D).transpose(-3, -2)
 
