@@ -153,3 +153,23 @@ def test_bad_input_is_one_line_and_exit_2(args, message, plain, upscaler, digit,
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error:") and message in lines[0], result.stderr
     assert not (tmp_path / "o.png").exists()
+
+
+@pytest.mark.parametrize("name, hparams", [
+    ("transformer_2d", dict(query_shape=(2, 4), memory_flange=(1, 2), hidden=8, num_heads=2)),
+    ("row_lstm", dict(hidden=4, num_layers=1)),
+    ("diagonal_bilstm", dict(hidden=4, num_layers=1)),
+])
+def test_completion_follows_each_family_generation_order(name, hparams):
+    torch.manual_seed(0)
+    m = build_model(name, channels=1, image_size=(4, 8), levels=8, **hparams)
+    keep = completion.keep_fraction(m, (1, 4, 8), 0.5)
+    assert completion.clamped(m, keep) == 0 and keep.sum() == 16  # the first half in generation order
+    image = torch.randint(0, 8, (1, 4, 8))
+    out = completion.complete(m, image, keep, 2, seed=0)
+    assert torch.equal(out[:, keep], image[keep].expand(2, -1).to(torch.uint8))
+    if name == "transformer_2d":  # blocks of 2 rows x 4 columns: the first quarter is the top-left block
+        first_block = torch.zeros(1, 4, 8, dtype=torch.bool)
+        first_block[:, :2, :4] = True
+        assert torch.equal(completion.keep_fraction(m, (1, 4, 8), 0.25), first_block)
+        assert completion.clamped(m, completion.keep_rows((1, 4, 8), 1)) > 0  # row 0 right half comes late
