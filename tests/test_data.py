@@ -322,7 +322,7 @@ def test_errors_are_one_line_and_name_the_path(tmp_path):
 
 
 def test_available_datasets():
-    names = ["mnist", "binarized_mnist", "cifar10", "imagenet32", "imagenet64", "folder"]
+    names = ["mnist", "binarized_mnist", "cifar10", "imagenet32", "imagenet64", "celeba", "folder"]
     assert available_datasets() == names
 
 
