@@ -9,11 +9,10 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image, ImageOps
+from PIL import Image
 
+from .data.folder import MODES, open_image
 from .errors import ImagegenError
-
-_MODES = {1: "L", 3: "RGB"}
 
 
 def read_image(path: str | os.PathLike, channels: int, size: tuple[int, int], resize: bool = False,
@@ -26,20 +25,12 @@ def read_image(path: str | os.PathLike, channels: int, size: tuple[int, int], re
     """
     path = Path(path)
     H, W = size
-    try:
-        with Image.open(path) as im:
-            im = ImageOps.exif_transpose(im)
-            im.load()
-    except FileNotFoundError:
-        raise ImagegenError(f"{path}: no such {what} file") from None
-    except (OSError, ValueError, Image.DecompressionBombError) as e:
-        reason = " ".join(str(e).split())
-        raise ImagegenError(f"{path}: cannot read this {what} ({reason}); give a PNG or JPEG file") from None
+    im = open_image(path, what)
     if im.mode in ("RGBA", "LA", "P", "PA"):
         im = im.convert("RGBA")
         background = Image.new("RGBA", im.size, (0, 0, 0, 255))
         im = Image.alpha_composite(background, im)
-    im = im.convert(_MODES[channels])
+    im = im.convert(MODES[channels])
     if im.size != (W, H):
         if not resize:
             raise ImagegenError(f"{path} is {im.size[0]}x{im.size[1]} pixels but the model takes {W}x{H}: "

@@ -15,8 +15,10 @@ import torch.nn.functional as F
 import torchmetrics
 from torchmetrics.image import PeakSignalNoiseRatio, StructuralSimilarityIndexMeasure
 
+from .imageio import to_uint8
 from .models import AutoregressiveModel
 from .models.head import nll
+from .sampling import sample
 
 
 class BitsPerDim(torchmetrics.Metric):
@@ -89,9 +91,6 @@ def superres_metrics(model: AutoregressiveModel, images: torch.Tensor, *, temper
     """Sample one upscaling of each ``images (N, C, H, W)`` from its area-downsampled version and
     score it against the original: PSNR (dB) and SSIM on 0..255 grey levels, and consistency (grey
     levels). Returns ``{"psnr", "ssim", "consistency"}``."""
-    from .imageio import to_uint8
-    from .sampling import sample
-
     device = next(model.parameters()).device
     psnr = PeakSignalNoiseRatio(data_range=255.0, dim=(1, 2, 3)).to(device)  # mean over images
     ssim = StructuralSimilarityIndexMeasure(data_range=255.0).to(device)

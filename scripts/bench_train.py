@@ -35,9 +35,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+from common import exit_code, markdown_table
 
 from imagegen.config import Config, load_config
-from imagegen.errors import ConfigError, ImagegenError
+from imagegen.errors import ConfigError
 from imagegen.models import AutoregressiveModel, build_model
 from imagegen.models.head import loss as nll_loss
 from imagegen.sampling import sample
@@ -210,11 +211,23 @@ def bench_training(variants: list[Variant], args: argparse.Namespace, cond: torc
                 raise RuntimeError(f"{v.precision} {v.layout}: the loss became {loss.item()}")
 
 
+def conditioning(model: AutoregressiveModel, num: int, device: torch.device, seed: int,
+                 images: torch.Tensor | None = None) -> torch.Tensor | None:
+    """The ``cond`` of ``num`` images for ``model`` (``model.condition``): labels 0, 1, ... for a
+    class-conditional model, the downsampled ``images`` (random ones by default) for an upscaler."""
+    if images is None:
+        g = torch.Generator().manual_seed(seed)
+        images = torch.randint(0, model.levels, (num, model.channels, *model.image_size), generator=g)
+    labels = torch.arange(num) % model.num_classes if model.num_classes else None
+    cond = model.condition(images.cpu(), labels)
+    return None if cond is None else cond.to(device)
+
+
 def time_sampling(model: AutoregressiveModel, num: int, decoder: str, seed: int) -> float:
     """Seconds to draw ``num`` images from ``model`` with ``decoder`` ("cached" or "reference"),
     after one untimed single-image draw."""
     device = next(model.parameters()).device
-    cond = torch.arange(num, device=device) % model.num_classes if model.num_classes else None
+    cond = conditioning(model, num, device, seed)
     sample(model, 1, seed=seed, cond=None if cond is None else cond[:1], decoder=decoder)  # warm-up
     synchronize(device)
     start = time.perf_counter()
@@ -241,13 +254,6 @@ def machine_line(device: torch.device) -> str:
         dev = f"cuda ({torch.cuda.get_device_name(device)})"
     return (f"machine: {cpu_name()}, {os.cpu_count()} cores (os.cpu_count), {torch.get_num_threads()} torch "
             f"threads, torch {torch.__version__}, python {platform.python_version()}, device {dev}")
-
-
-def markdown_table(headers: list[str], rows: list[list[str]]) -> str:
-    """A markdown table of string cells."""
-    lines = ["| " + " | ".join(headers) + " |", "|" + "|".join("---" for _ in headers) + "|"]
-    lines += ["| " + " | ".join(row) + " |" for row in rows]
-    return "\n".join(lines)
 
 
 def run(args: argparse.Namespace) -> None:
@@ -283,11 +289,8 @@ def run(args: argparse.Namespace) -> None:
         kwargs = model_kwargs(config, config_path, name)
         model = make_model(kwargs, config, shape)
         params = sum(p.numel() for p in model.parameters())
-        cond = None
-        if model.num_classes:
-            cond = torch.randint(0, model.num_classes, (batch,), generator=torch.Generator().manual_seed(1))
-            cond = cond.to(device)
         variants = make_variants(model, config, batch, device, args.seed, tuple(args.layouts))
+        cond = conditioning(model, batch, device, args.seed, images=variants[0].x)
         bench_training(variants, args, cond, grad_clip)
         base = statistics.median(variants[0].throughputs)
         for v in variants:
@@ -322,12 +325,7 @@ def run(args: argparse.Namespace) -> None:
 def main(argv: list[str] | None = None) -> int:
     """Entry point: 0 on success, 2 (with one ``error:`` line on stderr) for bad input."""
     args = parse_args(argv)
-    try:
-        run(args)
-    except ImagegenError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    return 0
+    return exit_code(lambda: run(args))
 
 
 if __name__ == "__main__":

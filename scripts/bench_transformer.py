@@ -34,10 +34,11 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_train import SHAPES, machine_line, markdown_table, synchronize  # noqa: E402
+from bench_train import SHAPES, machine_line, synchronize  # noqa: E402
+from common import exit_code, markdown_table  # noqa: E402
 
 from imagegen.config import Config, load_config  # noqa: E402
-from imagegen.errors import ConfigError, ImagegenError  # noqa: E402
+from imagegen.errors import ConfigError  # noqa: E402
 from imagegen.models import build_model  # noqa: E402
 from imagegen.models.attention import attention, has_xformers  # noqa: E402
 from imagegen.models.head import loss as nll_loss  # noqa: E402
@@ -231,12 +232,7 @@ def run(args: argparse.Namespace) -> None:
 def main(argv: list[str] | None = None) -> int:
     """Entry point: 0 on success, 2 (with one ``error:`` line on stderr) for bad input."""
     args = parse_args(argv)
-    try:
-        run(args)
-    except ImagegenError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    return 0
+    return exit_code(lambda: run(args))
 
 
 if __name__ == "__main__":

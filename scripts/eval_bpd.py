@@ -18,6 +18,7 @@ import time
 from pathlib import Path
 
 import torch
+from common import exit_code, markdown_table
 
 from imagegen import checkpoint
 from imagegen.data import ImageData, load_dataset
@@ -87,13 +88,6 @@ def evaluate(model: torch.nn.Module, data: ImageData, batch_size: int) -> tuple[
     return f"{bpd:.4f}", f"{time.perf_counter() - start:.2f}"
 
 
-def markdown_table(headers: list[str], rows: list[list[str]]) -> str:
-    """A markdown table of string cells."""
-    lines = ["| " + " | ".join(headers) + " |", "|" + "|".join("---" for _ in headers) + "|"]
-    lines += ["| " + " | ".join(row) + " |" for row in rows]
-    return "\n".join(lines)
-
-
 def run(args: argparse.Namespace) -> str:
     """Evaluate every checkpoint on every dataset; returns the markdown table."""
     datasets = parse_data(args.data)
@@ -114,19 +108,17 @@ def run(args: argparse.Namespace) -> str:
 def main(argv: list[str] | None = None) -> int:
     """Entry point: prints the table; 0 on success, 2 (one ``error:`` line on stderr) for bad input."""
     args = parse_args(argv)
-    try:
+
+    def work() -> None:
         table = run(args)
         if args.out:
             try:
                 Path(args.out).write_text(table + "\n")
             except OSError as e:
                 raise ImagegenError(f"cannot write {args.out}: {e.strerror}") from None
-    except ImagegenError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    print(table)
-    return 0
+        print(table)
 
+    return exit_code(work)
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -55,3 +55,17 @@ def check_causal(model: AutoregressiveModel, C: int, H: int, W: int, positions=N
         assert grad[later].abs().max() == 0, f"position {p} depends on itself or a later sub-pixel"
         if rank[p] > 0:
             assert grad[~later].abs().max() > 0, f"position {p} sees nothing before it"
+
+
+def seen_pixels(model: AutoregressiveModel, H: int, W: int, i: int, j: int) -> torch.Tensor:
+    """``(H, W)`` bool: which pixels the logits at pixel ``(i, j)`` of a 1-channel model have a
+    gradient from."""
+    x = torch.randint(0, model.levels, (1, 1, H, W))
+    return (input_gradients(model, x, i * W + j) > 0).view(H, W)
+
+
+def pixels_before(H: int, W: int, i: int, j: int) -> torch.Tensor:
+    """``(H, W)`` bool: the pixels before ``(i, j)`` in raster order."""
+    before = torch.zeros(H, W, dtype=torch.bool)
+    before.view(-1)[: i * W + j] = True
+    return before

@@ -4,7 +4,8 @@ import pytest
 import torch
 
 from imagegen.models import build_model
-from tests.causality import check_causal, input_gradients
+from tests.causality import check_causal, pixels_before, seen_pixels
+from tests.decoding import check_cached_matches_reference
 
 MODELS = ["pixelcnn", "gated_pixelcnn"]
 
@@ -24,24 +25,17 @@ def test_causal_class_conditional(name):
     check_causal(model, 3, 4, 4, cond=torch.tensor([1, 2]))
 
 
-def _seen_pixels(model, H, W, i, j):
-    """(H, W) bool: which pixels the logits at pixel (i, j) have a gradient from."""
-    x = torch.randint(0, model.levels, (1, 1, H, W))
-    return (input_gradients(model, x, i * W + j) > 0).view(H, W)
-
-
 def test_pixelcnn_has_blind_spot_and_gated_has_none():
     torch.manual_seed(0)
     H = W = 8
     i, j = 6, 3
-    before = torch.zeros(H, W, dtype=torch.bool)
-    before.view(-1)[: i * W + j] = True
+    before = pixels_before(H, W, i, j)
     plain = build_model("pixelcnn", channels=1, image_size=H, levels=4, hidden=4, num_layers=6,
                         first_kernel_size=3)
     gated = build_model("gated_pixelcnn", channels=1, image_size=H, levels=4, hidden=4, num_layers=6,
                         first_kernel_size=3)
-    plain_seen = _seen_pixels(plain, H, W, i, j)
-    gated_seen = _seen_pixels(gated, H, W, i, j)
+    plain_seen = seen_pixels(plain, H, W, i, j)
+    gated_seen = seen_pixels(gated, H, W, i, j)
     assert not (plain_seen & ~before).any() and not (gated_seen & ~before).any()
     # The blind spot: pixels above and to the right the stacked 3x3 masks never reach,
     # although the receptive field is deep enough to cover them.
@@ -57,16 +51,7 @@ def test_cached_decoder_matches_reference_every_step(name, channels):
     K, H, W = 5, 4, 5
     model = build_model(name, channels=channels, image_size=(H, W), levels=K, num_classes=2,
                         hidden=6, num_layers=3).eval()
-    cond = torch.tensor([0, 1, 1])
-    values = torch.randint(0, K, (channels * H * W, 3))
-    with torch.no_grad():
-        ref, cached = model.reference_decoder(3, cond=cond), model.decoder(3, cond=cond)
-        assert type(cached) is not type(ref)
-        for t in range(channels * H * W):
-            torch.testing.assert_close(cached.next_logits(), ref.next_logits(), atol=1e-4, rtol=0,
-                                       msg=f"step {t}")
-            ref.push(values[t])
-            cached.push(values[t])
+    check_cached_matches_reference(model, 3, cond=torch.tensor([0, 1, 1]))
 
 
 @pytest.mark.parametrize("name", MODELS)

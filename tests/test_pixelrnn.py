@@ -11,7 +11,8 @@ import torch
 from imagegen.models import build_model
 from imagegen.models.pixelrnn import skew, unskew
 from imagegen.sampling import sample
-from tests.causality import check_causal, input_gradients
+from tests.causality import check_causal, pixels_before, seen_pixels
+from tests.decoding import check_cached_matches_reference
 
 MODELS = ["row_lstm", "diagonal_bilstm"]
 
@@ -42,30 +43,18 @@ def test_causal_class_conditional(name):
     check_causal(model, 3, 3, 4, cond=torch.tensor([1, 2]))
 
 
-def _seen_pixels(model, H, W, i, j):
-    """(H, W) bool: which pixels the logits at pixel (i, j) (1 channel) have a gradient from."""
-    x = torch.randint(0, model.levels, (1, 1, H, W))
-    return (input_gradients(model, x, i * W + j) > 0).view(H, W)
-
-
-def _before(H, W, i, j):
-    before = torch.zeros(H, W, dtype=torch.bool)
-    before.view(-1)[: i * W + j] = True
-    return before
-
-
 def test_row_lstm_receptive_field_is_a_triangle():
     torch.manual_seed(0)
     H, W, i, j = 5, 13, 4, 6
     model = build_model("row_lstm", channels=1, image_size=(H, W), levels=4, hidden=4, num_layers=2,
                         first_kernel_size=3)
-    seen = _seen_pixels(model, H, W, i, j)
-    assert not (seen & ~_before(H, W, i, j)).any()
+    seen = seen_pixels(model, H, W, i, j)
+    assert not (seen & ~pixels_before(H, W, i, j)).any()
     # Widening by one column per row up: the state-to-state convolution's width 3 ...
     assert seen[i - 1, j - 1 : j + 2].all() and seen[i - 3, j - 3 : j + 4].all(), seen.int()
     # ... so the far left and right of the rows above are never seen (pixels before (i, j), and a
     # full-context model would use them).
-    missed = _before(H, W, i, j) & ~seen
+    missed = pixels_before(H, W, i, j) & ~seen
     for p in [(i - 1, 0), (i - 1, W - 1), (i - 2, W - 1), (i - 1, j + 3), (i - 2, j + 4)]:
         assert missed[p], f"Row LSTM unexpectedly sees {p}:\n{seen.int()}"
 
@@ -76,8 +65,8 @@ def test_diagonal_bilstm_sees_every_earlier_pixel():
     model = build_model("diagonal_bilstm", channels=1, image_size=(H, W), levels=4, hidden=4, num_layers=2)
     for i in range(H):
         for j in range(W):
-            seen = _seen_pixels(model, H, W, i, j)
-            assert torch.equal(seen, _before(H, W, i, j)), f"pixel {(i, j)}:\n{seen.int()}"
+            seen = seen_pixels(model, H, W, i, j)
+            assert torch.equal(seen, pixels_before(H, W, i, j)), f"pixel {(i, j)}:\n{seen.int()}"
 
 
 def test_diagonal_bilstm_misses_only_the_last_pixel_of_the_row_above_beyond_the_input_conv():
@@ -89,9 +78,9 @@ def test_diagonal_bilstm_misses_only_the_last_pixel_of_the_row_above_beyond_the_
     model = build_model("diagonal_bilstm", channels=1, image_size=(H, W), levels=4, hidden=4, num_layers=3,
                         first_kernel_size=3)
     for j in range(W):
-        expected = _before(H, W, i, j)
+        expected = pixels_before(H, W, i, j)
         expected[i - 1, W - 1] = j + 1 >= W - 1
-        seen = _seen_pixels(model, H, W, i, j)
+        seen = seen_pixels(model, H, W, i, j)
         assert torch.equal(seen, expected), f"pixel {(i, j)}:\n{seen.int()}"
 
 
@@ -102,16 +91,7 @@ def test_cached_decoder_matches_reference_every_step(name, channels):
     K, H, W = 5, 4, 5
     model = build_model(name, channels=channels, image_size=(H, W), levels=K, num_classes=2,
                         hidden=6, num_layers=3).eval()
-    cond = torch.tensor([0, 1, 1])
-    values = torch.randint(0, K, (channels * H * W, 3))
-    with torch.no_grad():
-        ref, cached = model.reference_decoder(3, cond=cond), model.decoder(3, cond=cond)
-        assert type(cached) is not type(ref)
-        for t in range(channels * H * W):
-            torch.testing.assert_close(cached.next_logits(), ref.next_logits(), atol=1e-4, rtol=0,
-                                       msg=f"step {t}")
-            ref.push(values[t])
-            cached.push(values[t])
+    check_cached_matches_reference(model, 3, cond=torch.tensor([0, 1, 1]))
 
 
 @pytest.mark.parametrize("name", MODELS)

@@ -81,3 +81,15 @@ def test_bench_train_quick_prints_four_variants():
     assert variants == {(p, m) for p in ("fp32", "bf16") for m in ("NCHW", "channels_last")}
     assert "machine: " in proc.stdout and f"torch {torch.__version__}" in proc.stdout
     assert "cached decoder" in proc.stdout and "reference decoder" in proc.stdout
+
+
+def test_bench_train_feeds_an_upscaler_its_low_resolution_cond(tmp_path):
+    cfg = tmp_path / "sr.yaml"
+    cfg.write_text("model: {name: gated_pixelcnn_sr, upscale_factor: 2, hidden: 4, num_layers: 1,"
+                   " out_hidden: 4, cond_features: 4, cond_layers: 1}\ndata: {name: mnist}\n")
+    proc = run_script("bench_train.py", "--quick", "--config", str(cfg), "--batch-size", "2",
+                      "--layouts", "NCHW", "--shape", "1,4,4", "--sample-shape", "1,4,4",
+                      "--num-samples", "1")
+    assert proc.returncode == 0, proc.stderr
+    assert {r[0] for r in table_rows(proc.stdout)} == {"gated_pixelcnn_sr"}
+    assert "sampling gated_pixelcnn_sr" in proc.stdout

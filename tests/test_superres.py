@@ -7,6 +7,7 @@ from imagegen.data.pairs import area_downsample
 from imagegen.models import build_model
 from imagegen.sampling import sample
 from tests.causality import check_causal
+from tests.decoding import check_cached_matches_reference
 
 
 def sr_model(channels=1, size=(4, 6), levels=6, seed=0):
@@ -51,15 +52,7 @@ def test_every_pixel_sees_its_low_resolution_pixel():
 def test_cached_decoder_matches_reference_every_step(channels):
     m = sr_model(channels, levels=5).eval()
     low = torch.randint(0, 5, (3, channels, 2, 3))
-    values = torch.randint(0, 5, (channels * 4 * 6, 3))
-    with torch.no_grad():
-        ref, cached = m.reference_decoder(3, cond=low), m.decoder(3, cond=low)
-        assert type(cached) is not type(ref)
-        for t in range(channels * 4 * 6):
-            torch.testing.assert_close(cached.next_logits(), ref.next_logits(), atol=1e-4, rtol=0,
-                                       msg=f"step {t}")
-            ref.push(values[t])
-            cached.push(values[t])
+    check_cached_matches_reference(m, 3, cond=low)
     a = sample(m, 3, cond=low, seed=3)
     assert torch.equal(a, sample(m, 3, cond=low, seed=3, decoder="reference"))
 

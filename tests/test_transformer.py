@@ -13,6 +13,7 @@ from imagegen.data.pairs import area_downsample
 from imagegen.models import available_models, build_model
 from imagegen.sampling import sample
 from tests.causality import check_causal, input_gradients
+from tests.decoding import check_cached_matches_reference
 
 H, W, K = 4, 6, 5
 LOCAL = {"transformer_1d": dict(block_length=5, memory_length=3),
@@ -73,17 +74,7 @@ def test_cached_decoder_matches_reference_every_step(name, channels):
         shape = (channels, 8, 8)
     else:
         model, cond, shape = make(name, channels, num_classes=2, num_layers=3), torch.tensor([0, 1, 1]), None
-    C, h, w = shape or (channels, H, W)
-    values = torch.randint(0, K, (C * h * w, 3))
-    with torch.no_grad():
-        ref, cached = model.reference_decoder(3, cond=cond), model.decoder(3, cond=cond)
-        assert type(cached) is not type(ref)
-        assert torch.equal(cached.order, ref.order)
-        for t in range(C * h * w):
-            torch.testing.assert_close(cached.next_logits(), ref.next_logits(), atol=1e-4, rtol=0,
-                                       msg=f"step {t}")
-            ref.push(values[t])
-            cached.push(values[t])
+    check_cached_matches_reference(model, 3, cond=cond, shape=shape)
 
 
 @pytest.mark.parametrize("name", list(LOCAL))

@@ -15,7 +15,7 @@ from .files import READ_ERRORS, one_line
 from .transforms import crop_resize
 
 EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".webp", ".gif")
-_MODES = {1: "L", 3: "RGB"}
+MODES = {1: "L", 3: "RGB"}  # channels -> Pillow mode
 
 
 def find_images(directory: Path) -> list[Path]:
@@ -32,19 +32,31 @@ def find_images(directory: Path) -> list[Path]:
     )
 
 
+def open_image(path: Path, what: str = "image") -> Image.Image:
+    """Open and decode one image file, with its EXIF rotation applied (any mode, any size).
+
+    Raises DataError (one line naming the file) when it is missing or cannot be decoded.
+    """
+    try:
+        with Image.open(path) as im:
+            im = ImageOps.exif_transpose(im)
+            im.load()
+            return im
+    except FileNotFoundError:
+        raise DataError(f"{path}: no such {what} file") from None
+    except (*READ_ERRORS, Image.DecompressionBombError) as e:
+        raise DataError(
+            f"{path}: cannot read this {what} ({type(e).__name__}: {one_line(e)}); remove or replace the file"
+        ) from e
+
+
 def read_image(path: Path, image_size: int, channels: int = 3) -> np.ndarray:
     """Open one image file, apply its EXIF rotation, convert to L or RGB, center-crop and resize.
 
     Returns uint8 (channels, image_size, image_size).
     """
-    try:
-        with Image.open(path) as im:
-            im = ImageOps.exif_transpose(im).convert(_MODES[channels])
-            pixels = np.asarray(crop_resize(im, image_size), dtype=np.uint8)
-    except (*READ_ERRORS, Image.DecompressionBombError) as e:
-        raise DataError(
-            f"{path}: cannot read this image ({type(e).__name__}: {one_line(e)}); remove or replace the file"
-        ) from e
+    im = open_image(path).convert(MODES[channels])
+    pixels = np.asarray(crop_resize(im, image_size), dtype=np.uint8)
     return pixels[None] if channels == 1 else pixels.transpose(2, 0, 1)
 
 
@@ -61,7 +73,7 @@ def load_folder(directory: Path, image_size: int | None, channels: int | None = 
     if int(image_size) < 1:
         raise DataError(f"{directory}: image_size must be a positive integer, got {image_size}")
     channels = 3 if channels is None else channels
-    if channels not in _MODES:
+    if channels not in MODES:
         raise DataError(f"{directory}: channels must be 1 (grayscale) or 3 (RGB), got {channels}")
     if not directory.is_dir():
         what = "is not a directory" if directory.exists() else "not found"

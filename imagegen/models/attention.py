@@ -22,6 +22,7 @@ the mask ``-inf`` outside the allowed memory. The kernels compute exactly that:
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass
 
@@ -172,8 +173,10 @@ def _xformers(q, k, v, mask):
 _KERNEL_FUNCS = {"reference": _reference, "sdpa": _sdpa, "xformers": _xformers}
 
 
+@functools.cache
 def has_xformers() -> bool:
-    """Whether xformers can be imported (it is never required)."""
+    """Whether xformers can be imported (it is never required). Cached: ``resolve_kernel`` asks at
+    every attention call, once per layer per sub-pixel when decoding."""
     try:
         import xformers.ops  # noqa: F401
     except ImportError:
