@@ -63,9 +63,10 @@ def read_info(path_or_name: str | os.PathLike | None = None) -> dict:
         raise ImagegenError(f"cannot read {path}: {e}") from None
 
 
-def load(path_or_name: str | os.PathLike | None = None, device: str | torch.device = "cpu"
-         ) -> AutoregressiveModel:
-    """Build the checkpoint's model and load its weights; returned in eval mode on ``device``."""
+def load(path_or_name: str | os.PathLike | None = None, device: str | torch.device = "cpu",
+         dtype: torch.dtype = torch.float32) -> AutoregressiveModel:
+    """Build the checkpoint's model and load its weights; returned in eval mode on ``device``, its
+    parameters in ``dtype`` (bfloat16 samples faster; bits/dim are measured in float32)."""
     directory = resolve(path_or_name)
     info = read_info(directory)
     kwargs = dict(info["model"])
@@ -78,7 +79,7 @@ def load(path_or_name: str | os.PathLike | None = None, device: str | torch.devi
     if missing or unexpected:
         raise ImagegenError(f"{directory} does not match its config (missing {missing[:3]}, "
                             f"unexpected {unexpected[:3]})")
-    return model.to(device).eval()
+    return model.to(device, dtype).eval()
 
 
 def save(model: AutoregressiveModel, directory: str | os.PathLike, **metadata) -> Path:

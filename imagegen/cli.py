@@ -35,6 +35,19 @@ def main():
     """Autoregressive image models: train, sample, complete, upscale, evaluate bits/dim."""
 
 
+PRECISION = click.option(
+    "--precision", type=click.Choice(["fp32", "bf16"]), default="fp32", show_default=True,
+    help="Weights' precision while sampling. bf16 speeds up matrix-heavy models (the Image Transformer: "
+         "1.6x on a 2-core CPU) and draws from a very slightly different distribution; small "
+         "convolutional models gain nothing on CPU.")
+
+
+def _dtype(precision: str):
+    import torch
+
+    return {"fp32": torch.float32, "bf16": torch.bfloat16}[precision]
+
+
 @main.command()
 @click.argument("config", type=click.Path(dir_okay=False, path_type=Path))
 @click.option("--set", "overrides", multiple=True, metavar="SECTION.KEY=VALUE",
@@ -79,8 +92,9 @@ def train(config, overrides, output_dir, resume, max_steps, data_path):
               type=click.Path(dir_okay=False, path_type=Path))
 @click.option("--decoder", type=click.Choice(["cached", "reference"]), default="cached", show_default=True)
 @click.option("--device", default="cpu", show_default=True, help="Torch device, e.g. cuda.")
+@PRECISION
 @_friendly
-def sample(checkpoint, num, temperature, seed, label, out, decoder, device):
+def sample(checkpoint, num, temperature, seed, label, out, decoder, device, precision):
     """Sample NUM images into a PNG grid."""
     from tqdm.auto import tqdm
 
@@ -89,7 +103,7 @@ def sample(checkpoint, num, temperature, seed, label, out, decoder, device):
     from .sampling import sample as draw
 
     start = time.perf_counter()
-    model = ckpt.load(checkpoint, device=device)
+    model = ckpt.load(checkpoint, device=device, dtype=_dtype(precision))
     if model.upscale_factor:
         raise ImagegenError("this is a super-resolution checkpoint: use `imagegen upscale --image SMALL.png`")
     cond = _labels(model, label, num, device)
@@ -197,6 +211,7 @@ _COMMON = [
     click.option("--out-dir", type=click.Path(file_okay=False, path_type=Path),
                  help="Also write every sample as its own PNG, DIR/<image stem>_<k>.png."),
     click.option("--device", default="cpu", show_default=True, help="Torch device, e.g. cuda."),
+    PRECISION,
 ]
 
 
@@ -220,7 +235,7 @@ def _common(fn):
 @_common
 @_friendly
 def complete(images, keep_rows, keep_fraction, mask, label, out, checkpoint, num, temperature, seed, resize,
-             out_dir, device):
+             out_dir, device, precision):
     """Complete partial images: keep part of each --image and sample the rest NUM times.
 
     Writes one row per image: the original, the kept part (the rest grey) and NUM completions.
@@ -239,7 +254,7 @@ def complete(images, keep_rows, keep_fraction, mask, label, out, checkpoint, num
         raise ImagegenError("say what to keep with exactly one of --keep-rows N, --keep-fraction F, "
                             "--mask FILE")
     start = time.perf_counter()
-    model = ckpt.load(checkpoint, device=device)
+    model = ckpt.load(checkpoint, device=device, dtype=_dtype(precision))
     if model.upscale_factor:
         raise ImagegenError("this is a super-resolution checkpoint: use `imagegen upscale`, or pass a "
                             "--checkpoint of an unconditional model to complete")
@@ -280,7 +295,7 @@ def complete(images, keep_rows, keep_fraction, mask, label, out, checkpoint, num
               type=click.Path(dir_okay=False, path_type=Path))
 @_common
 @_friendly
-def upscale(images, out, checkpoint, num, temperature, seed, resize, out_dir, device):
+def upscale(images, out, checkpoint, num, temperature, seed, resize, out_dir, device, precision):
     """Upscale small images with a super-resolution checkpoint (default: the shipped MNIST
     7x7 -> 28x28 upscaler).
 
@@ -294,7 +309,7 @@ def upscale(images, out, checkpoint, num, temperature, seed, resize, out_dir, de
     from .sampling import sample as draw
 
     start = time.perf_counter()
-    model = ckpt.load(checkpoint or ckpt.DEFAULT_UPSCALER, device=device)
+    model = ckpt.load(checkpoint or ckpt.DEFAULT_UPSCALER, device=device, dtype=_dtype(precision))
     if not model.upscale_factor:
         raise ImagegenError("this checkpoint is not a super-resolution model: pass --checkpoint of one "
                             f"(shipped: {ckpt.DEFAULT_UPSCALER})")

@@ -41,6 +41,19 @@ def test_sample_writes_a_png_grid(ckpt, tmp_path):
     assert out.read_bytes() == again.read_bytes()
 
 
+def test_sample_in_bf16(ckpt, tmp_path, monkeypatch):
+    seen = []
+    real = checkpoint.load
+    monkeypatch.setattr(checkpoint, "load", lambda *a, **kw: seen.append(real(*a, **kw)) or seen[-1])
+    out = tmp_path / "grid.png"
+    code, output = run("sample", "--checkpoint", ckpt, "--num", 2, "--label", 3, "--precision", "bf16",
+                       "--out", out)
+    assert code == 0, output
+    assert out.exists() and next(seen[0].parameters()).dtype == torch.bfloat16
+    code, output = run("sample", "--checkpoint", ckpt, "--precision", "fp8", "--out", out)
+    assert code == 2 and "fp8" in output
+
+
 def test_eval_prints_the_library_bits_per_dim(ckpt, tmp_path):
     data = tiny_mnist(tmp_path / "m.npz")
     code, output = run("eval", "--checkpoint", ckpt, "--data", data)

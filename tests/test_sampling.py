@@ -1,9 +1,11 @@
 """The sampler: seeds, decoders, temperature, known sub-pixels, conditioning."""
 
+import copy
+
 import pytest
 import torch
 
-from imagegen.models import build_model
+from imagegen.models import available_models, build_model
 from imagegen.models.head import sample as sample_categorical
 from imagegen.sampling import sample
 
@@ -59,3 +61,47 @@ def test_class_conditional_needs_labels():
     with pytest.raises(ValueError, match="class-conditional"):
         sample(m, 1)
     assert sample(m, 2, cond=torch.tensor([0, 1]), seed=0).shape == (2, 1, 3, 3)
+
+
+SMALL = {
+    "pixelcnn": dict(hidden=6, num_layers=2),
+    "gated_pixelcnn": dict(hidden=6, num_layers=2),
+    "gated_pixelcnn_sr": dict(hidden=6, num_layers=2, upscale_factor=2),
+    "row_lstm": dict(hidden=6, num_layers=2),
+    "diagonal_bilstm": dict(hidden=6, num_layers=2),
+    "transformer_1d": dict(hidden=8, num_layers=2, num_heads=2, ffn_hidden=16, block_length=8,
+                           memory_length=4),
+    "transformer_2d": dict(hidden=8, num_layers=2, num_heads=2, ffn_hidden=16, query_shape=(2, 6),
+                           memory_flange=(1, 3)),
+    "transformer_sr_1d": dict(hidden=8, num_layers=2, num_heads=2, ffn_hidden=16, block_length=8,
+                              memory_length=4, upscale_factor=2),
+    "transformer_sr_2d": dict(hidden=8, num_layers=2, num_heads=2, ffn_hidden=16, query_shape=(2, 6),
+                              memory_flange=(1, 3), upscale_factor=2),
+}
+
+
+def test_every_model_is_listed_for_bf16():
+    assert sorted(SMALL) == available_models()
+
+
+@pytest.mark.parametrize("name", sorted(SMALL))
+def test_bf16_cached_decoder_stays_close_to_fp32(name):
+    """A model cast to bfloat16 (``--precision bf16``) decodes in bf16, and its next-value log
+    probabilities stay within bf16 rounding of the float32 ones at every step."""
+    torch.manual_seed(0)
+    m = build_model(name, channels=3, image_size=4, levels=8, **SMALL[name]).eval()
+    images = torch.randint(0, 8, (2, 3, 4, 4))
+    cond = m.condition(images, None)
+    half = copy.deepcopy(m).to(torch.bfloat16)
+    with torch.no_grad():
+        full_dec, half_dec = m.decoder(2, None, cond), half.decoder(2, None, cond)
+        for t in range(len(full_dec.order)):
+            full, low = full_dec.next_logits(), half_dec.next_logits()
+            assert low.dtype == torch.bfloat16
+            torch.testing.assert_close(low.float().log_softmax(-1), full.log_softmax(-1), atol=0.05, rtol=0,
+                                       msg=f"step {t}")
+            values = torch.randint(0, 8, (2,))
+            full_dec.push(values)
+            half_dec.push(values)
+    x = sample(half, 2, seed=0, cond=cond)
+    assert x.dtype == torch.uint8 and x.shape == (2, 3, 4, 4) and int(x.max()) < 8

@@ -68,8 +68,10 @@ class AutoregressiveModel(nn.Module):
         return None
 
     def scale(self, x: torch.Tensor) -> torch.Tensor:
-        """Integer images in ``[0, K)`` -> floats in ``[-1, 1]`` (same shape)."""
-        return x.float() * (2.0 / (self.levels - 1)) - 1.0
+        """Integer images in ``[0, K)`` -> floats in ``[-1, 1]`` (same shape), in the parameters'
+        dtype (float32, or bfloat16 for a model cast to it for sampling)."""
+        dtype = next(self.parameters()).dtype
+        return (x.float() * (2.0 / (self.levels - 1)) - 1.0).to(dtype)
 
     def generation_order(self, channels: int, height: int, width: int) -> torch.Tensor:
         """Flat sub-pixel indices ``(C*H*W,)`` in generation order (default: raster, then R, G, B)."""
