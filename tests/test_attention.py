@@ -44,7 +44,11 @@ def test_1d_pattern_blocks_and_memory():
     for t, seen in enumerate(allowed_sets(p)):
         start = t // 4 * 4
         assert seen == set(range(max(0, start - 3), t + 1)), t
-    assert isinstance(p.visible(5), slice) and p.visible(5) == slice(1, 6)
+    assert [(start, stop, e.tolist()) for start, stop, e in p.decoding_blocks()] == [
+        (0, 4, []), (4, 8, [1, 2, 3]), (8, 10, [5, 6, 7])]
+    for start, stop, earlier in p.decoding_blocks():
+        for t in range(start, stop):
+            assert p.visible(t).tolist() == earlier.tolist() + list(range(start, t + 1))
 
 
 @pytest.mark.parametrize("rows, cols, query_shape, flange", [(4, 6, (2, 4), (1, 2)), (5, 7, (2, 3), (2, 1)),
@@ -54,10 +58,12 @@ def test_2d_pattern_matches_definition(rows, cols, query_shape, flange):
     expected_order, expected = brute_force_2d(rows, cols, query_shape, flange)
     assert torch.equal(order, expected_order)
     assert allowed_sets(p) == expected
-    for t in range(p.length):
-        visible = p.visible(t)
-        got = set(range(p.length)[visible]) if isinstance(visible, slice) else set(visible.tolist())
-        assert got == expected[t]
+    blocks = p.decoding_blocks()
+    assert [b[0] for b in blocks] == sorted(b[0] for b in blocks) and blocks[-1][1] == p.length
+    for start, stop, earlier in blocks:
+        for t in range(start, stop):  # what the cached decoder attends to
+            assert p.visible(t).tolist() == earlier.tolist() + list(range(start, t + 1))
+            assert set(p.visible(t).tolist()) == expected[t]
 
 
 def _qkv(B=2, h=2, N=22, D=4, seed=0):

@@ -58,7 +58,6 @@ def test_one_layer_sees_exactly_its_shifted_memory(name, channels):
     x = torch.randint(0, K, (1, channels, H, W), generator=torch.Generator().manual_seed(3))
     for t in range(len(order)):
         visible = pattern.visible(t)
-        visible = torch.arange(len(order))[visible] if isinstance(visible, slice) else visible
         expected = torch.zeros(len(order), dtype=torch.bool)
         expected[order[visible[visible > 0] - 1]] = True
         seen = input_gradients(model, x, int(order[t])) > 0

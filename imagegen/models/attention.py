@@ -57,15 +57,27 @@ class LocalPattern:
         return LocalPattern(*(t.to(device) for t in (self.query_index, self.memory_index, self.mask,
                                                       self.inverse)))
 
-    def visible(self, t: int) -> torch.Tensor | slice:
-        """Sequence positions that position ``t`` attends to (its block's memory, up to ``t``): an
-        index tensor, or a ``slice`` when they are contiguous (always in 1D; indexing a cache with
-        a slice is a view, not a copy)."""
+    def decoding_blocks(self) -> list[tuple[int, int, torch.Tensor]]:
+        """The query blocks as a cached decoder meets them: ``(start, stop, earlier)`` per block in
+        generation order, where the block holds positions ``start..stop-1`` and ``earlier`` are its
+        memory positions before ``start``, ascending. Position ``t`` of the block attends to exactly
+        ``earlier`` followed by ``start..t``: every earlier memory position is complete when the
+        block begins, and its own positions are the block's prefix."""
+        blocks = []
+        for query, memory in zip(self.query_index.tolist(), self.memory_index, strict=True):
+            query = [q for q in query if q >= 0]
+            start, stop = query[0], query[-1] + 1
+            if query != list(range(start, stop)) or not set(query) <= set(memory.tolist()):
+                raise ValueError("a query block must be consecutive in generation order and in its memory")
+            earlier = memory[(memory >= 0) & (memory < start)].sort().values
+            blocks.append((start, stop, earlier))
+        return sorted(blocks, key=lambda b: b[0])
+
+    def visible(self, t: int) -> torch.Tensor:
+        """The positions ``(n,)`` that position ``t`` attends to, ascending."""
         block = int(self.inverse[t]) // self.query_index.shape[1]
         mem = self.memory_index[block]
-        mem = mem[(mem >= 0) & (mem <= t)]
-        lo, hi = int(mem.min()), int(mem.max())
-        return slice(lo, hi + 1) if hi - lo + 1 == len(mem) and bool((mem.diff() > 0).all()) else mem
+        return mem[(mem >= 0) & (mem <= t)].sort().values
 
 
 def make_pattern(query_index: torch.Tensor, memory_index: torch.Tensor, length: int) -> LocalPattern:

@@ -142,15 +142,18 @@ class Block(nn.Module):
         return self.sublayer(-1, x, self.ffn)
 
     def step(self, x: torch.Tensor, cache: tuple[torch.Tensor, torch.Tensor], t: int,
-             visible: torch.Tensor | slice, context_kv: tuple[torch.Tensor, torch.Tensor] | None,
-             kernel: str = "auto") -> torch.Tensor:
+             memory: tuple[torch.Tensor, torch.Tensor], slot: int,
+             context_kv: tuple[torch.Tensor, torch.Tensor] | None, kernel: str = "auto") -> torch.Tensor:
         """One position ``t``: ``x (B, 1, d) -> (B, 1, d)``. Writes this layer's key and value at ``t``
-        into ``cache`` (two ``(B, h, N, d/h)`` tensors) and attends to the ``visible`` positions."""
+        of ``cache`` and at ``slot`` of its block's ``memory`` (each two ``(B, h, N or M, d/h)``
+        tensors), and attends to the memory's first ``slot + 1`` entries."""
 
         def self_attention(y):
             k, v = self.attn.keys_values(y)
             cache[0][:, :, t], cache[1][:, :, t] = k[:, :, 0], v[:, :, 0]
-            return self.attn.attend(y, cache[0][:, :, visible], cache[1][:, :, visible], kernel=kernel)
+            memory[0][:, :, slot], memory[1][:, :, slot] = k[:, :, 0], v[:, :, 0]
+            return self.attn.attend(y, memory[0][:, :, : slot + 1], memory[1][:, :, : slot + 1],
+                                    kernel=kernel)
 
         x = self.sublayer(0, x, self_attention)
         if self.cross is not None:
@@ -358,10 +361,12 @@ class TransformerDecoder:
     """Key/value-cached decoding of an ``ImageTransformer``.
 
     Every layer keeps the keys and values of the positions computed so far, ``(B, h, N, d/h)`` in
-    generation order. Step ``t`` embeds the value pushed at ``t - 1``, runs each layer at position
-    ``t`` only (writing its key and value, attending to the visible part of its block's memory),
-    and returns the head's logits there. The encoder output and each layer's cross-attention keys
-    and values are computed once, here.
+    generation order, and those its current query block attends to, ``(B, h, M, d/h)``: when a block
+    begins, its memory positions before it are gathered once from the cache, and each step appends
+    its own key and value, so a step attends to a prefix of that buffer (a view, never a copy).
+    Step ``t`` embeds the value pushed at ``t - 1``, runs each layer at position ``t`` only, and
+    returns the head's logits there. The encoder output and each layer's cross-attention keys and
+    values are computed once, here.
     """
 
     def __init__(self, model: ImageTransformer, batch_size: int, shape: tuple[int, int, int],
@@ -369,7 +374,8 @@ class TransformerDecoder:
         C, H, W = shape
         p = next(model.parameters())
         self.model, self.C, self.kernel = model, C, model.kernel
-        _, _, self.pattern = model.layout(C, H, W, p.device)
+        _, _, pattern = model.layout(C, H, W, p.device)
+        self.blocks = pattern.decoding_blocks()
         self.order = model.generation_order(C, H, W).to(p.device)
         self._channel = (self.order % C).tolist()
         self.pos = model.position(C, H, W)[self.order]
@@ -378,17 +384,32 @@ class TransformerDecoder:
         context = model.encode(cond, shape)
         self.context_kv = [None if b.cross is None else b.cross.keys_values(context) for b in model.blocks]
         N, heads = C * H * W, model.num_heads
+        M = max(stop - start + len(earlier) for start, stop, earlier in self.blocks)
         size = (batch_size, heads, N, model.hidden // heads)
         self.caches = [(p.new_zeros(size), p.new_zeros(size)) for _ in model.blocks]
+        block_size = (batch_size, heads, M, model.hidden // heads)
+        self.memories = [(p.new_zeros(block_size), p.new_zeros(block_size)) for _ in model.blocks]
         self.prev = p.new_zeros(batch_size, model.hidden)  # the shifted input of the next step
         self.step = 0
+        self.block = -1  # index into self.blocks of the block being decoded
+
+    def _begin_block(self) -> None:
+        """Move to the next query block: gather its earlier memory into every layer's buffer."""
+        self.block += 1
+        _, _, earlier = self.blocks[self.block]
+        for (k, v), (mk, mv) in zip(self.caches, self.memories, strict=True):
+            mk[:, :, : len(earlier)], mv[:, :, : len(earlier)] = k[:, :, earlier], v[:, :, earlier]
 
     def next_logits(self) -> torch.Tensor:
         t = self.step
-        visible = self.pattern.visible(t)
+        if self.block < 0 or t == self.blocks[self.block][1]:
+            self._begin_block()
+        start, _, earlier = self.blocks[self.block]
+        slot = len(earlier) + t - start
         x = (self.prev + self.pos[t] + self.bias)[:, None]
-        for block, cache, context_kv in zip(self.model.blocks, self.caches, self.context_kv, strict=True):
-            x = block.step(x, cache, t, visible, context_kv, self.kernel)
+        for block, cache, memory, context_kv in zip(self.model.blocks, self.caches, self.memories,
+                                                    self.context_kv, strict=True):
+            x = block.step(x, cache, t, memory, slot, context_kv, self.kernel)
         return self.model.head.at(self.model.norm_out(x[:, 0]), self._channel[t])
 
     def push(self, values: torch.Tensor) -> None:
