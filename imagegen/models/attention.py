@@ -73,11 +73,6 @@ class LocalPattern:
             blocks.append((start, stop, earlier))
         return sorted(blocks, key=lambda b: b[0])
 
-    def visible(self, t: int) -> torch.Tensor:
-        """The positions ``(n,)`` that position ``t`` attends to, ascending."""
-        block = int(self.inverse[t]) // self.query_index.shape[1]
-        mem = self.memory_index[block]
-        return mem[(mem >= 0) & (mem <= t)].sort().values
 
 
 def make_pattern(query_index: torch.Tensor, memory_index: torch.Tensor, length: int) -> LocalPattern:

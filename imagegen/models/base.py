@@ -34,6 +34,11 @@ def raster_order(channels: int, height: int, width: int) -> torch.Tensor:
     return torch.arange(channels * height * width)
 
 
+def scale_levels(x: torch.Tensor, levels: int, dtype: torch.dtype = torch.float32) -> torch.Tensor:
+    """Integers in ``[0, levels)`` -> floats in ``[-1, 1]`` of ``dtype`` (same shape)."""
+    return (x.float() * (2.0 / (levels - 1)) - 1.0).to(dtype)
+
+
 class AutoregressiveModel(nn.Module):
     """Base of every model: shape bookkeeping, generation order and decoders.
 
@@ -70,8 +75,7 @@ class AutoregressiveModel(nn.Module):
     def scale(self, x: torch.Tensor) -> torch.Tensor:
         """Integer images in ``[0, K)`` -> floats in ``[-1, 1]`` (same shape), in the parameters'
         dtype (float32, or bfloat16 for a model cast to it for sampling)."""
-        dtype = next(self.parameters()).dtype
-        return (x.float() * (2.0 / (self.levels - 1)) - 1.0).to(dtype)
+        return scale_levels(x, self.levels, next(self.parameters()).dtype)
 
     def generation_order(self, channels: int, height: int, width: int) -> torch.Tensor:
         """Flat sub-pixel indices ``(C*H*W,)`` in generation order (default: raster, then R, G, B)."""

@@ -9,6 +9,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .base import scale_levels
+
 
 class LowResolutionStack(nn.Module):
     """Location-dependent conditioning ``s = m(y)`` of "Conditional Image Generation with PixelCNN
@@ -25,8 +27,8 @@ class LowResolutionStack(nn.Module):
             nn.Conv2d(channels if l == 0 else features, features, 3, padding=1) for l in range(num_layers))
 
     def forward(self, low: torch.Tensor) -> torch.Tensor:
-        s = low.float() * (2.0 / (self.levels - 1)) - 1.0
-        s = F.interpolate(s.to(self.convs[0].weight.dtype), scale_factor=self.factor, mode="nearest")
+        s = scale_levels(low, self.levels, self.convs[0].weight.dtype)
+        s = F.interpolate(s, scale_factor=self.factor, mode="nearest")
         for l, conv in enumerate(self.convs):
             s = conv(s if l == 0 else F.relu(s))
         return s

@@ -41,7 +41,8 @@ class ChannelEmbedding(nn.Module):
 
     ``forward``: ``(B, C, H, W)`` integers -> ``(B, C, H, W, d)``. ``from_onehot`` computes the same
     from one-hot inputs ``(B, C, H, W, K)`` (the gradient causality tests feed it, see
-    ``tests/causality.py``); ``at`` embeds the values ``(B,)`` of one channel -> ``(B, d)``.
+    ``tests/causality.py``); ``flat`` lays ``forward`` out as a sequence; ``at`` embeds the values
+    ``(B,)`` of one channel -> ``(B, d)``.
     """
 
     def __init__(self, channels: int, levels: int, d: int):
@@ -53,6 +54,11 @@ class ChannelEmbedding(nn.Module):
         C, K, _ = self.weight.shape
         offset = torch.arange(C, device=x.device).view(1, C, 1, 1) * K
         return F.embedding(x.long() + offset, self.weight.flatten(0, 1)) * self.scale
+
+    def flat(self, x: torch.Tensor) -> torch.Tensor:
+        """``(B, C, H, W)`` integers -> ``(B, H*W*C, d)`` in flat sub-pixel order ``(i*W + j)*C + c``."""
+        B, C, H, W = x.shape
+        return self(x).permute(0, 2, 3, 1, 4).reshape(B, C * H * W, -1)
 
     def from_onehot(self, onehot: torch.Tensor) -> torch.Tensor:
         return torch.einsum("bchwk,ckd->bchwd", onehot, self.weight) * self.scale
@@ -255,8 +261,8 @@ class ImageTransformer(AutoregressiveModel):
     def embed(self, x: torch.Tensor, cond: torch.Tensor | None, order: torch.Tensor | None) -> torch.Tensor:
         """Images ``(B, C, H, W)`` -> decoder input ``(B, N, d)`` in generation order: the shifted
         value embeddings plus position and class embeddings."""
-        B, C, H, W = x.shape
-        e = self.input_embedding(x).permute(0, 2, 3, 1, 4).reshape(B, C * H * W, -1)  # flat order
+        _, C, H, W = x.shape
+        e = self.input_embedding.flat(x)
         pos = self.position(C, H, W)
         if order is not None:
             e, pos = e[:, order], pos[order]
@@ -337,9 +343,8 @@ class SuperResolutionTransformer(ImageTransformer):
             raise ValueError(f"the super-resolution transformer upscales {want[1]}x{want[2]} low-resolution "
                              f"images by {f} to {H}x{W}: cond must be (B, {C}, {want[1]}, {want[2]}), "
                              f"got {got}")
-        B, C, h, w = cond.shape
-        e = self.enc_embedding(cond).permute(0, 2, 3, 1, 4).reshape(B, C * h * w, -1)
-        x = self.drop(e + self.enc_position(C, h, w))
+        _, C, h, w = cond.shape
+        x = self.drop(self.enc_embedding.flat(cond) + self.enc_position(C, h, w))
         for block in self.encoder:
             x = block(x, None, self.kernel)
         return self.enc_norm_out(x)
