@@ -1,11 +1,10 @@
-"""PixelCNN and gated PixelCNN: causality, blind spot, cached decoding, conditioning."""
+"""PixelCNN and gated PixelCNN: causality, blind spot, conditioning (decoding: test_families.py)."""
 
 import pytest
 import torch
 
 from imagegen.models import build_model
 from tests.causality import check_causal, pixels_before, seen_pixels
-from tests.decoding import check_cached_matches_reference
 
 MODELS = ["pixelcnn", "gated_pixelcnn"]
 
@@ -42,24 +41,6 @@ def test_pixelcnn_has_blind_spot_and_gated_has_none():
     blind = before & ~plain_seen
     assert blind[i - 1, j + 2] and blind[i - 2, j + 4], f"expected a blind spot, saw:\n{plain_seen.int()}"
     assert gated_seen[before].all(), f"gated PixelCNN misses earlier pixels:\n{gated_seen.int()}"
-
-
-@pytest.mark.parametrize("name", MODELS)
-@pytest.mark.parametrize("channels", [1, 3])
-def test_cached_decoder_matches_reference_every_step(name, channels):
-    torch.manual_seed(1)
-    K, H, W = 5, 4, 5
-    model = build_model(name, channels=channels, image_size=(H, W), levels=K, num_classes=2,
-                        hidden=6, num_layers=3).eval()
-    check_cached_matches_reference(model, 3, cond=torch.tensor([0, 1, 1]))
-
-
-@pytest.mark.parametrize("name", MODELS)
-def test_class_label_changes_logits(name):
-    torch.manual_seed(0)
-    model = build_model(name, channels=1, image_size=4, levels=4, num_classes=3)
-    x = torch.randint(0, 4, (1, 1, 4, 4))
-    assert not torch.allclose(model(x, torch.tensor([0])), model(x, torch.tensor([2])))
 
 
 def test_gated_rejects_hidden_not_multiple_of_channels():

@@ -1,4 +1,4 @@
-"""Row LSTM and Diagonal BiLSTM: causality, receptive fields, cached decoding, conditioning."""
+"""Row LSTM and Diagonal BiLSTM: causality, receptive fields, conditioning (decoding: test_families.py)."""
 
 import os
 import subprocess
@@ -10,9 +10,7 @@ import torch
 
 from imagegen.models import build_model
 from imagegen.models.pixelrnn import skew, unskew
-from imagegen.sampling import sample
 from tests.causality import check_causal, pixels_before, seen_pixels
-from tests.decoding import check_cached_matches_reference
 
 MODELS = ["row_lstm", "diagonal_bilstm"]
 
@@ -82,35 +80,6 @@ def test_diagonal_bilstm_misses_only_the_last_pixel_of_the_row_above_beyond_the_
         expected[i - 1, W - 1] = j + 1 >= W - 1
         seen = seen_pixels(model, H, W, i, j)
         assert torch.equal(seen, expected), f"pixel {(i, j)}:\n{seen.int()}"
-
-
-@pytest.mark.parametrize("name", MODELS)
-@pytest.mark.parametrize("channels", [1, 3])
-def test_cached_decoder_matches_reference_every_step(name, channels):
-    torch.manual_seed(1)
-    K, H, W = 5, 4, 5
-    model = build_model(name, channels=channels, image_size=(H, W), levels=K, num_classes=2,
-                        hidden=6, num_layers=3).eval()
-    check_cached_matches_reference(model, 3, cond=torch.tensor([0, 1, 1]))
-
-
-@pytest.mark.parametrize("name", MODELS)
-@pytest.mark.parametrize("channels", [1, 3])
-def test_same_seed_same_samples_from_both_decoders(name, channels):
-    torch.manual_seed(0)
-    m = build_model(name, channels=channels, image_size=(4, 5), levels=8, hidden=6, num_layers=2)
-    a = sample(m, 3, seed=7, decoder="cached")
-    b = sample(m, 3, seed=7, decoder="reference")
-    assert a.dtype == torch.uint8 and a.shape == (3, channels, 4, 5)
-    assert torch.equal(a, b)
-
-
-@pytest.mark.parametrize("name", MODELS)
-def test_class_label_changes_logits(name):
-    torch.manual_seed(0)
-    model = build_model(name, channels=1, image_size=4, levels=4, num_classes=3)
-    x = torch.randint(0, 4, (1, 1, 4, 4))
-    assert not torch.allclose(model(x, torch.tensor([0])), model(x, torch.tensor([2])))
 
 
 @pytest.mark.parametrize("name", MODELS)
