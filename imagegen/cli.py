@@ -38,7 +38,7 @@ def main():
 PRECISION = click.option(
     "--precision", type=click.Choice(["fp32", "bf16"]), default="fp32", show_default=True,
     help="Weights' precision while sampling. bf16 speeds up matrix-heavy models (the Image Transformer: "
-         "1.6x on a 2-core CPU) and draws from a very slightly different distribution; small "
+         "1.5-1.7x on a 2-core CPU) and draws from a very slightly different distribution; small "
          "convolutional models gain nothing on CPU.")
 
 
