@@ -134,7 +134,8 @@ def _labels(model, label: int | None, num: int, device: str):
 @click.option("--checkpoint", "-c", help="Checkpoint directory or shipped name (default: the shipped one).")
 @click.option("--data", "data_path", required=True, help="Dataset file or folder.")
 @click.option("--dataset", help="Dataset name (default: the one the checkpoint was trained on).")
-@click.option("--split", default="test", show_default=True)
+@click.option("--split", type=click.Choice(["train", "val", "test"]), default="val", show_default=True,
+              help="val to compare and choose models; test once per final model, for a results table.")
 @click.option("--limit", type=click.IntRange(min=1), help="Evaluate only the first N images.")
 @click.option("--batch-size", default=100, show_default=True, type=click.IntRange(min=1))
 @click.option("--device", default="cpu", show_default=True)
@@ -158,7 +159,7 @@ def evaluate(checkpoint, data_path, dataset, split, limit, batch_size, device, s
     name = dataset or info.get("dataset")
     if not name:
         raise ImagegenError("the checkpoint does not record its dataset: pass --dataset")
-    data = load_dataset(name, data_path, split, binarize=info.get("binarize"))
+    data = load_dataset(name, data_path, split, binarize=info.get("binarize"), val_size=info.get("val_size"))
     if data.images.shape[1:] != (model.channels, *model.image_size):
         raise ImagegenError(f"{data_path} holds {tuple(data.images.shape[1:])} images but the model "
                             f"expects {(model.channels, *model.image_size)}")
@@ -168,7 +169,8 @@ def evaluate(checkpoint, data_path, dataset, split, limit, batch_size, device, s
     cond = model.condition(images, None if data.labels is None else data.labels[: len(images)])
     bar = lambda desc: lambda r: tqdm(r, desc=desc, unit="batch", disable=None, leave=False)  # noqa: E731
     bpd = bits_per_dim(model, images, cond, batch_size=batch_size, progress=bar("eval"))
-    what = "conditional bits/dim" if model.upscale_factor else "bits/dim"
+    what = ("conditional bits/dim" if model.upscale_factor
+            else "class-conditional bits/dim" if model.num_classes else "bits/dim")
     click.echo(f"{what} {bpd:.4f}  ({name} {split}, {len(images)} images)")
     if model.upscale_factor and sr_samples:
         scores = superres_metrics(model, images[:sr_samples], temperature=temperature, seed=seed,

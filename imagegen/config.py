@@ -28,8 +28,9 @@ class DataConfig:
     binarize: str | None = None  # None, "threshold" or "stochastic" (re-drawn every batch)
     image_size: int | None = None  # resize (folder datasets)
     download: bool = False
+    val_size: int | None = None  # images carved out of train for "val"; None: the dataset's default
     train_split: str = "train"
-    eval_split: str = "test"
+    eval_split: str = "val"  # periodic eval, early stopping and checkpoint choice; test is for the table
     train_limit: int | None = None  # use only the first N training images (smoke tests)
     class_conditional: bool = False  # feed labels to the model as ``cond``
 

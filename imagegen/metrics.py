@@ -43,21 +43,29 @@ class BitsPerDim(torchmetrics.Metric):
 
 @torch.inference_mode()
 def bits_per_dim(model: AutoregressiveModel, images: torch.Tensor, cond: torch.Tensor | None = None,
-                 batch_size: int = 100, progress: Iterable | None = None) -> float:
+                 batch_size: int = 100, progress: Iterable | None = None,
+                 shard: tuple[int, int] = (0, 1)) -> float:
     """Exact bits/dim of ``images (N, C, H, W)`` (with ``cond``, batch-first) under ``model``.
 
-    Runs in eval mode, in the model's own dtype; the NLL itself is always float32.
+    The model runs in eval mode, in float32 (a model in another dtype raises ValueError: load it in
+    float32), with autocast off; the NLL is accumulated in float64. ``shard=(rank, world)`` makes
+    each process evaluate every ``world``-th batch and the result is summed over processes.
     ``progress``, if given, wraps the batch range (e.g. ``tqdm``).
     """
+    params = list(model.parameters())
+    if any(p.dtype != torch.float32 for p in params):
+        raise ValueError("bits/dim is measured in float32: load the model with dtype=torch.float32")
     was_training = model.training
     model.eval()
-    device = next(model.parameters()).device
+    device = params[0].device
     metric = BitsPerDim().to(device)
-    starts = range(0, len(images), batch_size)
-    for s in progress(starts) if progress else starts:
-        x = images[s : s + batch_size].to(device)
-        c = None if cond is None else cond[s : s + batch_size].to(device)
-        metric.update(model(x, c), x)
+    rank, world = shard
+    starts = range(rank * batch_size, len(images), world * batch_size)
+    with torch.autocast(device.type, enabled=False):
+        for s in progress(starts) if progress else starts:
+            x = images[s : s + batch_size].to(device).long()
+            c = None if cond is None else cond[s : s + batch_size].to(device)
+            metric.update(model(x, c), x)
     model.train(was_training)
     return float(metric.compute())
 

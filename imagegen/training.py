@@ -26,7 +26,7 @@ from .config import Config, save_config
 from .data import ImageData, binarize, load_dataset
 from .errors import ConfigError, ImagegenError
 from .imageio import nearest_upsample, save_grid
-from .metrics import BitsPerDim
+from .metrics import bits_per_dim
 from .models import AutoregressiveModel, build_model
 from .models.head import loss as nll_loss
 from .sampling import sample
@@ -43,7 +43,9 @@ def load_data(config: Config) -> Datasets:
     d = config.data
     if d.binarize not in (None, "threshold", "stochastic"):
         raise ConfigError(f"data.binarize must be null, threshold or stochastic, not {d.binarize!r}")
-    kwargs = dict(image_size=d.image_size, download=d.download)
+    if d.train_split == d.eval_split:
+        raise ConfigError(f"data.eval_split is {d.eval_split!r}, the split it trains on: evaluate on val")
+    kwargs = dict(image_size=d.image_size, download=d.download, val_size=d.val_size)
     # Stochastic binarization is re-drawn for every training batch; eval uses one fixed draw.
     train_binarize = None if d.binarize == "stochastic" else d.binarize
     train = load_dataset(d.name, d.path, d.train_split, binarize=train_binarize, **kwargs)
@@ -51,7 +53,11 @@ def load_data(config: Config) -> Datasets:
         train = ImageData(train.images[: d.train_limit],
                           None if train.labels is None else train.labels[: d.train_limit],
                           train.levels, train.num_classes)
-    return Datasets(train, load_dataset(d.name, d.path, d.eval_split, binarize=d.binarize, **kwargs))
+    evaluation = load_dataset(d.name, d.path, d.eval_split, binarize=d.binarize, **kwargs)
+    if len(evaluation) == 0:
+        raise ConfigError(f"the {d.eval_split} split of {d.path or d.name} is empty: set data.val_size "
+                          "(images carved out of train for val)")
+    return Datasets(train, evaluation)
 
 
 def make_model(config: Config, data: ImageData) -> AutoregressiveModel:
@@ -188,6 +194,15 @@ class Trainer:
         """The weights used for eval, samples and export: the EMA when enabled."""
         return self.ema.module if self.ema is not None else self.raw_model
 
+    def eval_copy(self) -> AutoregressiveModel:
+        """A float32 copy of the eval weights built afresh from the model's config, so it carries none
+        of accelerate's mixed-precision patching of ``forward``; in eval mode, on the device."""
+        source = self.eval_model
+        config = dict(source.config)
+        model = build_model(config.pop("name"), **config)
+        model.load_state_dict(source.state_dict())
+        return model.to(self.accelerator.device, torch.float32).eval()
+
     def export(self, **metadata) -> Path:
         """Write the eval weights as ``run_dir/model`` (safetensors + config.json)."""
         c = self.config
@@ -232,27 +247,21 @@ class Trainer:
         return total / t.grad_accum
 
     # --- eval and samples -------------------------------------------------------------------
-    @torch.inference_mode()
     def evaluate(self) -> float:
-        """Bits/dim of the eval weights on the eval split (sharded over processes), float32."""
+        """Bits/dim of the eval weights on ``data.eval_split`` in float32 (sharded over processes)."""
         t, acc, data = self.config.train, self.accelerator, self.data.eval
         n = len(data.images) if t.eval_images is None else min(t.eval_images, len(data.images))
-        model = self.eval_model
-        was_training = model.training
-        model.eval()
-        metric = BitsPerDim().to(acc.device)
-        for s in range(acc.process_index * t.eval_batch_size, n, acc.num_processes * t.eval_batch_size):
-            x = data.images[s : min(s + t.eval_batch_size, n)].to(acc.device).long()
-            labels = None if data.labels is None else data.labels[s : s + len(x)].to(acc.device)
-            metric.update(model(x, model.condition(x, labels)), x)
-        model.train(was_training)
-        return float(metric.compute())
+        model = self.eval_copy()
+        images = data.images[:n]
+        cond = model.condition(images, None if data.labels is None else data.labels[:n])
+        return bits_per_dim(model, images, cond, batch_size=t.eval_batch_size,
+                            shard=(acc.process_index, acc.num_processes))
 
     def write_samples(self) -> Path | None:
         """Sample a grid from the eval weights into ``samples/step_N.png`` (main process)."""
         if not self.accelerator.is_main_process:
             return None
-        t, model, device = self.config.train, self.eval_model, self.accelerator.device
+        t, model, device = self.config.train, self.eval_copy(), self.accelerator.device
         path = self.run_dir / "samples" / f"step_{self.step:08d}.png"
         if model.upscale_factor:  # rows: low-resolution inputs, samples, ground truth
             truth = self.data.eval.images[: t.num_samples].to(device).long()
@@ -309,7 +318,9 @@ class Trainer:
             if self.step % t.checkpoint_every == 0 or done:
                 self.save()
                 if acc.is_main_process:
-                    self.export(eval_bpd=last_eval.get("eval_bpd"), eval_split=self.config.data.eval_split)
+                    d = self.config.data
+                    self.export(eval_bpd=last_eval.get("eval_bpd"), eval_split=d.eval_split,
+                                val_size=d.val_size)
                 acc.wait_for_everyone()
         bar.close()
         acc.end_training()

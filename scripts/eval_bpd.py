@@ -1,7 +1,7 @@
 """Bits/dim of several checkpoints on several datasets, as one markdown table.
 
     python scripts/eval_bpd.py --checkpoint mnist_gated_pixelcnn --checkpoint runs/a/model \\
-        --data mnist=../shared/data/mnist/mnist.npz [--split test] [--limit 1000] [--out table.md]
+        --data mnist=../shared/data/mnist/mnist.npz [--split val] [--limit 1000] [--out table.md]
 
 ``--checkpoint`` takes a directory (``model.safetensors`` + ``config.json``) or a shipped name;
 ``--data NAME=PATH`` a dataset name of ``imagegen.data.load_dataset`` and its file or folder. Every
@@ -34,7 +34,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="checkpoint directory or shipped name; repeat for several")
     p.add_argument("--data", action="append", required=True, metavar="NAME=PATH",
                    help="dataset name and its file or folder, e.g. mnist=data/mnist.npz; repeat for several")
-    p.add_argument("--split", default="test", help="dataset split (default: %(default)s)")
+    p.add_argument("--split", default="val", choices=["train", "val", "test"],
+                   help="dataset split (default: %(default)s; test: once per final model, for a table)")
     p.add_argument("--limit", type=int, help="evaluate only the first N images of each dataset")
     p.add_argument("--batch-size", type=int, default=100, help="images per forward (default: %(default)s)")
     p.add_argument("--device", default="cpu", help="torch device (default: %(default)s)")

@@ -56,12 +56,14 @@ def test_sample_in_bf16(ckpt, tmp_path, monkeypatch):
 
 def test_eval_prints_the_library_bits_per_dim(ckpt, tmp_path):
     data = tiny_mnist(tmp_path / "m.npz")
-    code, output = run("eval", "--checkpoint", ckpt, "--data", data)
-    assert code == 0, output
-    printed = float(re.search(r"bits/dim ([0-9.]+)", output).group(1))
-    test = load_dataset("mnist", data, "test")
-    expected = bits_per_dim(checkpoint.load(ckpt), test.images, test.labels)
-    assert abs(printed - expected) < 1e-4
+    for split in ("val", "test"):
+        code, output = run("eval", "--checkpoint", ckpt, "--data", data, "--split", split)
+        assert code == 0, output
+        printed = float(re.search(r"bits/dim ([0-9.]+)", output).group(1))
+        d = load_dataset("mnist", data, split)
+        assert f"mnist {split}, {len(d)} images" in output
+        expected = bits_per_dim(checkpoint.load(ckpt), d.images, d.labels)
+        assert abs(printed - expected) < 1e-4
 
 
 def test_train_then_resume_from_the_cli(tmp_path):

@@ -118,7 +118,7 @@ def test_eval_of_an_upscaler_reports_superres_metrics(upscaler, tmp_path):
     data = tiny_mnist(tmp_path / "m.npz")
     code, output = run("eval", "--checkpoint", upscaler, "--data", data, "--sr-samples", 4)
     assert code == 0, output
-    assert re.search(r"conditional bits/dim [0-9.]+", output)
+    assert re.search(r"^conditional bits/dim [0-9.]+", output)
     assert re.search(r"PSNR [0-9.]+ dB  SSIM -?[0-9.]+  consistency [0-9.]+", output)
 
 

@@ -151,8 +151,8 @@ def test_cifar_python_batches(tmp_path):
     ref = _write_cifar_batches(tmp_path / "cifar-10-batches-py")
     for split in ("train", "test"):
         # both the batches folder itself and its parent are accepted
-        _check(load_dataset("cifar10", tmp_path / "cifar-10-batches-py", split), *ref[split])
-        _check(load_dataset("cifar10", tmp_path, split), *ref[split])
+        _check(load_dataset("cifar10", tmp_path / "cifar-10-batches-py", split, val_size=0), *ref[split])
+        _check(load_dataset("cifar10", tmp_path, split, val_size=0), *ref[split])
 
 
 def test_cifar_batch_refuses_foreign_pickles(tmp_path):
@@ -227,12 +227,12 @@ def test_imagenet32(tmp_path):
     _imagenet_npz(base / "Imagenet32_train_npz" / "train_data_batch_2.npz", x2, np.array([5, 6, 7]))
     _imagenet_npz(base / "Imagenet32_val_npz" / "val_data.npz", xv, np.array([1000, 2]))
     with pytest.warns(UserWarning, match="train batches"):
-        data = load_dataset("imagenet32", base, "train")
+        data = load_dataset("imagenet32", base, "train", val_size=0)
     _check(data, np.concatenate([x1, x2]), np.array([0, 999, 4, 5, 6]))
     assert data.num_classes == 1000
     assert (data.images[0, 0] == 200).all() and (data.images[0, 1] == 10).all()
-    for split in ("test", "val", "validation"):
-        _check(load_dataset("imagenet32", base, split), xv, np.array([999, 1]))
+    # the official validation files are the test split, as the papers report them
+    _check(load_dataset("imagenet32", base, "test"), xv, np.array([999, 1]))
     single = load_dataset("imagenet32", base / "Imagenet32_val_npz" / "val_data.npz", "test")
     _check(single, xv, np.array([999, 1]))
     # the 32x32 files under the imagenet64 name: a clear error
@@ -317,7 +317,7 @@ def test_errors_are_one_line_and_name_the_path(tmp_path):
     assert "2051" in _raises(images, load_dataset, "mnist", tmp_path / "magic")
     # unknown split, unknown name
     assert "'dev'" in _raises(tmp_path / "m", load_dataset, "mnist", tmp_path / "m", "dev")
-    _raises(tmp_path / "m", load_dataset, "mnist", tmp_path / "m", "val")  # val is only for ImageNet
+    _raises(tmp_path / "m", load_dataset, "mnist", tmp_path / "m", "dev")  # no such split
     assert "cifar10" in _raises(tmp_path, load_dataset, "svhn", tmp_path)
 
 
@@ -426,3 +426,26 @@ def test_celeba_split_by_standard_numbering_or_partition_file(tmp_path):
         load_dataset("celeba", faces, "val")
     with pytest.raises(DataError, match="not found"):
         load_dataset("celeba", tmp_path / "nowhere", "train")
+
+
+# --- the validation split --------------------------------------------------------------------------
+
+
+def test_val_is_carved_out_of_train_deterministically_and_never_overlaps(tmp_path):
+    from tests.helpers import tiny_mnist
+
+    path = tiny_mnist(tmp_path / "m.npz", n_train=50, n_test=7)
+    full = load_dataset("mnist", path, "train", val_size=0)
+    train, val = (load_dataset("mnist", path, s, val_size=12) for s in ("train", "val"))
+    assert (len(train), len(val), len(load_dataset("mnist", path, "test"))) == (38, 12, 7)
+    rows = lambda d: {bytes(x.numpy()) for x in d.images}  # noqa: E731  (tiny_mnist images are distinct)
+    assert len(rows(full)) == 50
+    assert rows(train) | rows(val) == rows(full) and not rows(train) & rows(val)
+    again = load_dataset("mnist", path, "val", val_size=12)
+    assert torch.equal(again.images, val.images) and torch.equal(again.labels, val.labels)
+    # a random subset, not a contiguous slice (CIFAR-10 copies may be sorted by class)
+    first = next(k for k in range(50) if torch.equal(full.images[k], val.images[0]))
+    assert not torch.equal(val.images, full.images[first : first + 12])
+    # the default: 5,000 for MNIST or a tenth of the training images, whichever is fewer
+    assert len(load_dataset("mnist", path, "val")) == 5
+    assert "val_size 50" in _raises(path, load_dataset, "mnist", path, "val", val_size=50)

@@ -46,7 +46,7 @@ def test_eval_bpd_matches_the_metric(tmp_path):
     out_md = tmp_path / "table.md"
 
     proc = run_script("eval_bpd.py", "-c", str(tmp_path / "gray"), "-c", str(tmp_path / "binary"),
-                      "--data", f"mnist={data}", "--data", f"mnist={big}", "--limit", "10",
+                      "--data", f"mnist={data}", "--data", f"mnist={big}", "--limit", "10", "--split", "test",
                       "--batch-size", "4", "--out", str(out_md))
 
     assert proc.returncode == 0, proc.stderr

@@ -13,7 +13,9 @@ from accelerate.state import AcceleratorState
 from safetensors.torch import load_file
 
 from imagegen import checkpoint
+from imagegen.data import load_dataset
 from imagegen.errors import ImagegenError
+from imagegen.metrics import bits_per_dim
 from imagegen.training import Trainer, lr_factor
 from tests.helpers import tiny_config, tiny_mnist
 
@@ -140,3 +142,20 @@ def test_two_process_data_parallel_ranks_end_identical(data, tmp_path):
     trained = checkpoint.load(tmp_path / "run" / "model")
     assert checkpoint.read_info(tmp_path / "run" / "model")["step"] == 4
     assert trained.head.weight.shape == r0["head.weight"].shape
+
+
+def test_trainer_evaluates_the_val_split_in_float32(tmp_path):
+    """The logged and exported eval bits/dim are those of the exported weights on the configured split,
+    computed in float32 by metrics.bits_per_dim, even when training runs in bf16."""
+    data = tiny_mnist(tmp_path / "m.npz", n_train=64, n_test=16)
+    config = tiny_config(data, max_steps=4, eval_every=4, checkpoint_every=4, eval_images=None,
+                         mixed_precision="bf16")
+    config.data.val_size = 12
+    result = Trainer(config, tmp_path / "run", show_progress=False).fit()
+    info = json.loads((tmp_path / "run" / "model" / "config.json").read_text())
+    assert info["eval_split"] == "val" and info["val_size"] == 12 and info["eval_bpd"] == result["eval_bpd"]
+    model = checkpoint.load(tmp_path / "run" / "model")
+    per_split = {s: bits_per_dim(model, load_dataset("mnist", data, s, val_size=12).images)
+                 for s in ("val", "test")}
+    assert abs(result["eval_bpd"] - per_split["val"]) < 1e-6
+    assert abs(result["eval_bpd"] - per_split["test"]) > 1e-3

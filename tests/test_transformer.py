@@ -126,6 +126,7 @@ def test_super_resolution_trains_with_the_trainer(tmp_path):
                          eval_images=4, checkpoint_every=2, sample_every=2, num_samples=2)
     config.model = dict(name="transformer_sr_1d", hidden=16, num_layers=1, num_heads=2, ffn_hidden=16,
                         block_length=16, memory_length=16, encoder_layers=1, upscale_factor=4)
+    config.data.val_size = 2
     trainer = Trainer(config, tmp_path / "run", show_progress=False)
     trainer.fit()
     model = checkpoint.load(tmp_path / "run" / "model")

@@ -9,8 +9,9 @@ import torch
 
 from imagegen.errors import DataError
 
-SPLITS = ("train", "test")
-_TEST_ALIASES = ("val", "validation")
+SPLITS = ("train", "val", "test")
+_VAL_ALIASES = ("validation",)
+VAL_SEED = 0  # numpy's frozen legacy RandomState stream: the same carve on every numpy version
 
 
 @dataclass
@@ -65,19 +66,38 @@ class ImageData:
         return c, h, w
 
 
-def normalize_split(split: str, dataset: str, where: object = None, *, allow_val: bool = False) -> str:
-    """Return "train" or "test" for a split name; "val"/"validation" mean "test" when allow_val.
+def normalize_split(split: str, dataset: str, where: object = None) -> str:
+    """Return "train", "val" or "test" for a split name ("validation" means "val").
 
     `where` (the dataset's path) is named in the error message.
     """
     s = str(split).lower()
     if s in SPLITS:
         return s
-    if allow_val and s in _TEST_ALIASES:
-        return "test"
-    known = ", ".join(repr(x) for x in SPLITS + (_TEST_ALIASES if allow_val else ()))
+    if s in _VAL_ALIASES:
+        return "val"
     at = f" at {where}" if where is not None else ""
-    raise DataError(f"unknown split {split!r} for dataset {dataset!r}{at}: use one of {known}")
+    raise DataError(f"unknown split {split!r} for dataset {dataset!r}{at}: use train, val or test")
+
+
+def carve_val(data: ImageData, split: str, val_size: int | None, where: object, default: int = 5000
+              ) -> ImageData:
+    """The ``split`` ("train" or "val") of a training set from which a validation set is carved.
+
+    The validation images are a fixed random subset of ``val_size`` images (seeded, independent of
+    torch and of the numpy version; None: ``default`` or a tenth of the images, whichever is fewer);
+    the training split is every other image. Both keep the file's order and never overlap.
+    """
+    n = len(data)
+    if val_size is None:
+        val_size = min(default, n // 10)
+    if not 0 <= val_size < n:
+        raise DataError(f"val_size {val_size} must lie in 0..{n - 1}: {where} has {n} training images")
+    chosen = np.zeros(n, dtype=bool)
+    chosen[np.random.RandomState(VAL_SEED).permutation(n)[:val_size]] = True
+    index = torch.from_numpy(np.flatnonzero(chosen if split == "val" else ~chosen))
+    labels = None if data.labels is None else data.labels[index]
+    return ImageData(data.images[index], labels, data.levels, data.num_classes)
 
 
 def labels_tensor(labels: np.ndarray, num_classes: int, where: str, *, offset: int = 0) -> torch.Tensor:

@@ -15,7 +15,7 @@ from imagegen.errors import DataError
 from . import cifar, imagenet, mnist
 from . import download as fetch
 from .celeba import load_celeba
-from .dataset import ImageData, normalize_split
+from .dataset import ImageData, carve_val, normalize_split
 from .folder import load_folder
 from .transforms import BINARIZE_MODES, resize_images
 from .transforms import binarize as binarize_images
@@ -31,18 +31,18 @@ class _Source:
     download: Callable[[Path], None]
     channels: int
     cache: str  # folder name under ~/.cache/imagegen
+    val_size: int  # images carved out of train for the val split (the official test split stays test)
     default_binarize: str | None = None
-    val_alias: bool = False
     downloadable: bool = True
 
 
 _SOURCES: dict[str, _Source] = {
-    "mnist": _Source(mnist.load_mnist, mnist.locate, mnist.expected_files, fetch.download_mnist, 1, "mnist"),
-    "binarized_mnist": _Source(
-        mnist.load_mnist, mnist.locate, mnist.expected_files, fetch.download_mnist, 1, "mnist", "threshold"
-    ),
+    "mnist": _Source(mnist.load_mnist, mnist.locate, mnist.expected_files, fetch.download_mnist, 1, "mnist",
+                     5000),
+    "binarized_mnist": _Source(mnist.load_mnist, mnist.locate, mnist.expected_files, fetch.download_mnist, 1,
+                               "mnist", 5000, "threshold"),
     "cifar10": _Source(
-        cifar.load_cifar10, cifar.locate, cifar.expected_files, fetch.download_cifar10, 3, "cifar10"
+        cifar.load_cifar10, cifar.locate, cifar.expected_files, fetch.download_cifar10, 3, "cifar10", 5000
     ),
     **{
         f"imagenet{s}": _Source(
@@ -52,7 +52,7 @@ _SOURCES: dict[str, _Source] = {
             lambda d, s=s: fetch.download_imagenet(d, s),
             3,
             f"imagenet{s}",
-            val_alias=True,
+            10_000,
             downloadable=False,
         )
         for s in (32, 64)
@@ -84,14 +84,22 @@ def load_dataset(
     download: bool = False,
     root: str | os.PathLike | None = None,
     channels: int | None = None,
+    val_size: int | None = None,
 ) -> ImageData:
     """Load one split of a dataset into memory.
 
     name: one of available_datasets().
     path: a dataset file (.npz) or directory; None looks in `root` (default: default_root(name)).
         A directory without the files is filled by downloading when download=True (MNIST, CIFAR-10).
-    split: "train" or "test" ("val"/"validation" also mean "test" for ImageNet; unused for folder,
-        which always returns every image).
+    split: "train", "val" or "test". "val" is carved out of the training files (a fixed random
+        subset of val_size images, see ``carve_val``) and "train" is the rest, so the two never
+        overlap; "test" is the official test split (for ImageNet, whose test labels are private, the
+        official validation files, as the papers report). CelebA has its own val split. A folder is
+        one pool: train and val are carved from it, and test is every image in it (point --data at
+        held-out images to evaluate them).
+    val_size: images in the val split; None gives the dataset's default (MNIST 5,000, CIFAR-10
+        5,000, ImageNet 10,000, a folder 5,000) or a tenth of the training images, whichever is
+        fewer; 0 leaves train whole.
     image_size: side to resize to; required for "folder", 32 by default for "celeba" (the
         img_align_celeba folder, split by list_eval_partition.txt or the standard numbering),
         optional elsewhere (a size other than the native one crops/resizes every image with a BOX
@@ -112,7 +120,12 @@ def load_dataset(
     if image_size is not None:
         image_size = _positive_int(image_size, "image_size", where)
 
+    split = normalize_split(split, key, where)
+    if val_size is not None:
+        val_size = _non_negative_int(val_size, "val_size", where)
     if key == "celeba":
+        if val_size is not None:
+            raise DataError(f"celeba has its own val split; val_size does not apply (for {where})")
         directory = path if path is not None else root if root is not None else default_root(key)
         data = load_celeba(Path(directory), split, image_size or 32)
     elif key == "folder":
@@ -120,14 +133,18 @@ def load_dataset(
         if directory is None:
             raise DataError("the folder dataset needs the path of a directory of images (--data)")
         data = load_folder(Path(directory).expanduser(), image_size, channels)
+        if split != "test":
+            data = carve_val(data, split, val_size, directory)
     else:
         source = _SOURCES[key]
-        split = normalize_split(split, key, where, allow_val=source.val_alias)
         if channels is not None and channels != source.channels:
             raise DataError(
                 f"{key} at {where} has {source.channels}-channel images; channels={channels} is for folder"
             )
-        data = source.load(_resolve(key, source, path, root, split, download), split)
+        stored = "test" if split == "test" else "train"
+        data = source.load(_resolve(key, source, path, root, stored, download), stored)
+        if split != "test":
+            data = carve_val(data, split, val_size, where, source.val_size)
         if image_size is not None and image_size != data.image_size:
             data.images = resize_images(data.images, image_size)
 
@@ -139,12 +156,19 @@ def load_dataset(
 
 
 def _positive_int(value: object, what: str, where: object) -> int:
+    n = _non_negative_int(value, what, where)
+    if n < 1:
+        raise DataError(f"{what} must be a positive integer, got {value!r} (for {where})")
+    return n
+
+
+def _non_negative_int(value: object, what: str, where: object) -> int:
     try:
         n = operator.index(value)  # type: ignore[arg-type]
     except TypeError:
-        n = 0
-    if n < 1:
-        raise DataError(f"{what} must be a positive integer, got {value!r} (for {where})")
+        n = -1
+    if n < 0:
+        raise DataError(f"{what} must be a non-negative integer, got {value!r} (for {where})")
     return n
 
 
