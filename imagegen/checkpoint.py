@@ -1,7 +1,9 @@
 """Exported models: ``model.safetensors`` (weights) plus ``config.json`` (``build_model`` arguments).
 
 ``load(path_or_name)`` takes such a directory or the name of a shipped checkpoint (a folder of
-``checkpoints/``); ``load()`` with no argument gives the shipped default.
+``checkpoints/``); ``load()`` with no argument gives the shipped default. ``save`` replaces a folder
+whole or not at all; ``publish`` (what a run's export uses) swaps versions under a symlink so that a
+concurrent reader never finds the model absent. Both files are data: JSON and safetensors.
 """
 
 from __future__ import annotations

@@ -156,8 +156,8 @@ def _rewrite(path: Path, keep) -> list[str]:
         return []
     durable.write_text(path, "".join(json.dumps(r) + "\n" for r in kept))
     dropped = len(records) - len(kept)
-    notes = [f"{path.name}: dropped {dropped} record(s) of steps after the resumed one"] if dropped else []
-    return notes + ([f"{path.name}: dropped its last line, cut short"] if cut else [])
+    notes = [f"{path.name}: dropped {dropped} record(s) past the resumed step or logged twice"]
+    return notes * (dropped > 0) + [f"{path.name}: dropped its last line, cut short"] * cut
 
 
 def remove_samples_after(run_dir: Path, step: int) -> None:

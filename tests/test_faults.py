@@ -54,11 +54,11 @@ def test_killed_at_random_moments_then_resumed_ends_bit_identical(tmp_path):
     data = tiny_mnist(tmp_path / "m.npz")
     config = _config(tmp_path, data)
     run, reference = tmp_path / "run", tmp_path / "reference"
-    result, log = _worker("kill", config, run, reference, 7, 8)
+    result, log = _worker("kill", config, run, reference, 7, 6)
     assert result["reference"] == "exit 0" and result["final"] == "exit 0", (result, log[-3000:])
     # The kills at durable steps each cut their run short (the time ones may land after the end).
-    assert [a[1] for a in result["attempts"] if "step" in a[0]] == ["signal 9"] * 6, result
-    assert sum("checkpoints" in k for k in result["killed_at"]) >= 3, result
+    assert [a[1] for a in result["attempts"] if "step" in a[0]] == ["signal 9"] * 4, result
+    assert sum("checkpoints" in k for k in result["killed_at"]) >= 2, result
     a, b = _files(reference), _files(run)
     assert sorted(a) == sorted(b), set(a) ^ set(b)  # no temporaries, no lock, nothing stale
     assert _metrics(a.pop("metrics.jsonl")) == _metrics(b.pop("metrics.jsonl"))
