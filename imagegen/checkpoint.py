@@ -58,9 +58,12 @@ def read_info(path_or_name: str | os.PathLike | None = None) -> dict:
     """The checkpoint's ``config.json``: ``{"model": build_model kwargs, ...metadata}``."""
     path = resolve(path_or_name) / "config.json"
     try:
-        return json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError) as e:
+        info = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
         raise ImagegenError(f"cannot read {path}: {e}") from None
+    if not isinstance(info, dict) or not isinstance(info.get("model"), dict) or "name" not in info["model"]:
+        raise ImagegenError(f"{path} is not a checkpoint config: it needs a \"model\" object with a \"name\"")
+    return info
 
 
 def load(path_or_name: str | os.PathLike | None = None, device: str | torch.device = "cpu",
@@ -70,12 +73,19 @@ def load(path_or_name: str | os.PathLike | None = None, device: str | torch.devi
     directory = resolve(path_or_name)
     info = read_info(directory)
     kwargs = dict(info["model"])
-    model = build_model(kwargs.pop("name"), **kwargs)
+    try:
+        model = build_model(kwargs.pop("name"), **kwargs)
+    except ValueError as e:
+        raise ImagegenError(f"{directory / 'config.json'} describes no valid model: {e}") from None
     try:
         state = load_file(directory / "model.safetensors", device=str(device))
     except (OSError, SafetensorError) as e:
         raise ImagegenError(f"cannot read weights {directory / 'model.safetensors'}: {e}") from None
-    missing, unexpected = model.load_state_dict(state, strict=False)
+    try:
+        missing, unexpected = model.load_state_dict(state, strict=False)
+    except RuntimeError as e:  # a tensor of another shape than the config's model has
+        first = next((line.strip() for line in str(e).splitlines() if "mismatch" in line), str(e))
+        raise ImagegenError(f"{directory}: the weights do not fit its config.json ({first})") from None
     if missing or unexpected:
         raise ImagegenError(f"{directory} does not match its config (missing {missing[:3]}, "
                             f"unexpected {unexpected[:3]})")
