@@ -47,6 +47,7 @@ def open_image(path: Path, what: str = "image", channels: int | None = None) -> 
         raise DataError(f"{path} is not a regular file: give an image file ({', '.join(EXTENSIONS)})")
     try:
         with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # Pillow warns about damaged metadata it skips
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             with Image.open(path) as im:
                 im = ImageOps.exif_transpose(im)
