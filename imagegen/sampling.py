@@ -28,7 +28,8 @@ def sample(model: AutoregressiveModel, num: int, *, temperature: float = 1.0, se
         temperature: divides the logits; 0 takes the most likely value. NaN, infinite or negative
             raises ValueError; non-finite tempered logits at any step (broken weights, overflow, a
             temperature too small to divide by) raise ``NonFiniteError`` after the loop.
-        seed: seeds the sampler's own generator (same seed, same images, whichever decoder).
+        seed: seeds the sampler's own generator (same seed, same images, whichever decoder); None
+            draws a fresh seed for it. Torch's global random state is never read or changed.
         cond: the model's conditioning, batch-first with ``num`` rows (labels ``(num,)``, ...).
         known, known_mask: ``(num, C, H, W)`` values and a bool mask of sub-pixels to keep; those
             sub-pixels are pushed instead of drawn. Every sub-pixel that comes after a known one in
@@ -72,7 +73,10 @@ def sample(model: AutoregressiveModel, num: int, *, temperature: float = 1.0, se
 def _decode(dec, temperature, seed, known_flat, mask_flat, progress, device) -> torch.Tensor:
     """The sampling loop: draws or copies every sub-pixel in ``dec.order``; ``(B, H*W*C)`` long."""
     generator = torch.Generator(device=device)
-    generator.manual_seed(seed if seed is not None else torch.seed())
+    if seed is None:
+        generator.seed()  # a fresh non-deterministic seed for this generator; torch's global one is untouched
+    else:
+        generator.manual_seed(seed)
     total = len(dec.order)
     out = None
     finite = torch.ones((), dtype=torch.bool, device=device)  # checked once at the end: no sync per step
