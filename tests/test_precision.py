@@ -96,7 +96,7 @@ def test_a_bilstm_missing_its_right_to_left_direction_is_rejected():
     for d in (forward_divergence(full, broken, autocast=True),
               decoder_divergence(full, without_right_to_left(checkpoint.load("mnist_diagonal_bilstm",
                                                                              dtype=torch.bfloat16)))):
-        assert all(d[k] > 4 * bound for k, bound in BOUNDS.items()), d
+        assert all(d[k] > 3 * bound for k, bound in BOUNDS.items()), d  # (TV cannot exceed 1)
 
 
 if __name__ == "__main__":  # the measurement behind BOUNDS
