@@ -6,18 +6,16 @@
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
-import shutil
-import tempfile
-from collections.abc import Iterator
+import secrets
 from pathlib import Path
 
 import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
+from . import durable
 from .errors import ImagegenError
 from .models import AutoregressiveModel, build_model
 
@@ -55,71 +53,100 @@ def resolve(path_or_name: str | os.PathLike | None = None) -> Path:
 
 
 def read_info(path_or_name: str | os.PathLike | None = None) -> dict:
-    """The checkpoint's ``config.json``: ``{"model": build_model kwargs, ...metadata}``."""
+    """The checkpoint's ``config.json``: ``{"model": build_model kwargs, ...metadata}``, checked to hold a
+    ``model`` section with a ``name``; a one-line ``ImagegenError`` otherwise."""
     path = resolve(path_or_name) / "config.json"
     try:
         info = json.loads(path.read_text())
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise ImagegenError(f"cannot read {path}: {e}") from None
-    if not isinstance(info, dict) or not isinstance(info.get("model"), dict) or "name" not in info["model"]:
-        raise ImagegenError(f"{path} is not a checkpoint config: it needs a \"model\" object with a \"name\"")
+        raise ImagegenError(f"cannot read {path}: {durable.reason(e)}") from None
+    model = info.get("model") if isinstance(info, dict) else None
+    if not (isinstance(model, dict) and isinstance(model.get("name"), str)):
+        raise ImagegenError(f"{path} has no model section with a name: it is not an imagegen checkpoint")
     return info
 
 
 def load(path_or_name: str | os.PathLike | None = None, device: str | torch.device = "cpu",
          dtype: torch.dtype = torch.float32) -> AutoregressiveModel:
     """Build the checkpoint's model and load its weights; returned in eval mode on ``device``, its
-    parameters in ``dtype`` (bfloat16 samples faster; bits/dim are measured in float32)."""
-    directory = resolve(path_or_name)
+    parameters in ``dtype`` (bfloat16 samples faster; bits/dim are measured in float32).
+
+    A symlinked checkpoint (a run's ``model``) is resolved once, so both files come from one version."""
+    directory = resolve(path_or_name).resolve()
     info = read_info(directory)
     kwargs = dict(info["model"])
     try:
         model = build_model(kwargs.pop("name"), **kwargs)
-    except ValueError as e:
-        raise ImagegenError(f"{directory / 'config.json'} describes no valid model: {e}") from None
+    except Exception as e:  # bad values reach the model's constructor; any error there is the file's
+        raise ImagegenError(f"{directory / 'config.json'} does not describe a model: "
+                            f"{durable.reason(e)}") from None
     try:
         state = load_file(directory / "model.safetensors", device=str(device))
     except (OSError, SafetensorError) as e:
-        raise ImagegenError(f"cannot read weights {directory / 'model.safetensors'}: {e}") from None
-    try:
-        missing, unexpected = model.load_state_dict(state, strict=False)
-    except RuntimeError as e:  # a tensor of another shape than the config's model has
-        first = next((line.strip() for line in str(e).splitlines() if "mismatch" in line), str(e))
-        raise ImagegenError(f"{directory}: the weights do not fit its config.json ({first})") from None
-    if missing or unexpected:
-        raise ImagegenError(f"{directory} does not match its config (missing {missing[:3]}, "
-                            f"unexpected {unexpected[:3]})")
+        raise ImagegenError(f"cannot read weights {directory / 'model.safetensors'}: "
+                            f"{durable.reason(e)}") from None
+    problem = mismatch(model.state_dict(), state)
+    if problem:
+        raise ImagegenError(f"{directory}: the weights do not match config.json ({problem})")
+    model.load_state_dict(state)
     return model.to(device, dtype).eval()
+
+
+def mismatch(expected: dict[str, torch.Tensor], state: dict[str, torch.Tensor]) -> str | None:
+    """What keeps ``state`` from loading into a module whose ``state_dict()`` is ``expected`` (missing or
+    unexpected names, other shapes), in a few words; None if it fits."""
+    missing = sorted(expected.keys() - state.keys())
+    unexpected = sorted(state.keys() - expected.keys())
+    shapes = [f"{k} is {tuple(state[k].shape)}, not {tuple(v.shape)}" for k, v in expected.items()
+              if k in state and state[k].shape != v.shape]
+    parts = ([f"missing {', '.join(missing[:3])}"] if missing else []) + \
+        ([f"unexpected {', '.join(unexpected[:3])}"] if unexpected else []) + shapes[:2]
+    return "; ".join(parts) or None
 
 
 def save(model: AutoregressiveModel, directory: str | os.PathLike, **metadata) -> Path:
     """Write ``model`` (weights + config) to ``directory``, replacing it whole or not at all.
 
-    ``metadata`` (JSON-serialisable: dataset, bits/dim, ...) is stored beside the config.
+    ``metadata`` (JSON-serialisable: dataset, bits/dim, ...) is stored beside the config. A write that
+    fails (a full disk) raises a one-line ``ImagegenError`` and leaves ``directory`` as it was.
     """
-    state = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
-    with atomic_directory(directory) as tmp:
-        save_file(state, tmp / "model.safetensors")
-        (tmp / "config.json").write_text(json.dumps({"model": model.config, **metadata}, indent=2) + "\n")
+    with durable.atomic_directory(directory) as tmp:
+        _write(model, tmp, metadata)
     return Path(directory)
 
 
-@contextlib.contextmanager
-def atomic_directory(directory: str | os.PathLike) -> Iterator[Path]:
-    """Yield a fresh sibling folder to fill; on success it replaces ``directory`` by renames,
-    so readers see the old or the new contents, never a half-written mix. On error it is removed."""
-    directory = Path(directory)
-    directory.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{directory.name}.tmp-", dir=directory.parent))
+def publish(model: AutoregressiveModel, link: str | os.PathLike, **metadata) -> Path:
+    """Write ``model`` like ``save`` into a new version folder beside ``link`` (``.<name>.v-<token>``)
+    and point the symlink ``link`` at it with one atomic rename: a reader of ``link`` finds a complete
+    model at every moment, and the previous version stays for readers already inside it (older ones
+    are removed). Where symlinks cannot be made, falls back to ``save(model, link)``."""
+    link = Path(link)
+    version = link.with_name(f".{link.name}.v-{secrets.token_hex(4)}")
+    with durable.atomic_directory(version) as tmp:
+        _write(model, tmp, metadata)
+    pointer = durable.temp_sibling(link)
     try:
-        yield tmp
-        old = None
-        if directory.exists():
-            old = directory.with_name(f".{directory.name}.old-{os.getpid()}")
-            os.replace(directory, old)
-        os.replace(tmp, directory)
-        if old is not None:
-            shutil.rmtree(old)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp)
+        os.symlink(version.name, pointer, target_is_directory=True)
+    except OSError:  # no symlinks here (some filesystems, Windows without the privilege)
+        durable.remove(version)
+        return save(model, link, **metadata)
+    previous = os.readlink(link) if link.is_symlink() else None
+    try:
+        if link.is_dir() and not link.is_symlink():  # a plain folder (older runs): one moment without it
+            durable.remove_tree(link)
+        os.replace(pointer, link)
+        durable.fsync(link.parent)
+    except OSError as e:
+        durable.remove(pointer)
+        raise ImagegenError(f"cannot write {link}: {durable.reason(e)}") from None
+    keep = {version.name, previous}
+    for old in link.parent.glob(f".{link.name}.v-*"):
+        if old.name not in keep:
+            durable.remove(old)
+    return link
+
+
+def _write(model: AutoregressiveModel, folder: Path, metadata: dict) -> None:
+    state = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
+    save_file(state, folder / "model.safetensors")
+    (folder / "config.json").write_text(json.dumps({"model": model.config, **metadata}, indent=2) + "\n")

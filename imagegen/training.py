@@ -1,31 +1,32 @@
 """The trainer: one loop for every model, on HuggingFace accelerate (CPU, one GPU, or many
 processes with ``accelerate launch``), unaware of the device it runs on.
 
-A run directory holds ``config.yaml`` (resolved), ``metrics.jsonl``, ``samples/step_N.png``,
-``checkpoints/step_N/`` (full training state, written atomically) and ``model/`` (the EMA
-weights exported with ``imagegen.checkpoint.save``).
+The run directory it writes (config, config history, metrics, samples, checkpoints, the exported
+``model``) is described in ``imagegen.rundir``; checkpoints in ``imagegen.runstate``.
 """
 
 from __future__ import annotations
 
-import json
+import contextlib
 import math
-import shutil
+import os
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 from accelerate import Accelerator
-from accelerate.utils import set_seed
+from accelerate.utils import broadcast, set_seed
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from tqdm.auto import tqdm
 
-from . import checkpoint
+from . import checkpoint, durable, rngstate, rundir, runstate
 from .config import Config, save_config
 from .data import ImageData, binarize, load_dataset
 from .errors import ConfigError, ImagegenError
 from .imageio import nearest_upsample, save_grid
+from .lock import RunLock, busy, describe
 from .metrics import bits_per_dim
 from .models import AutoregressiveModel, build_model
 from .models.head import loss as nll_loss
@@ -115,7 +116,16 @@ def batch_indices(n: int, batch: int, world: int, rank: int, micro_step: int, se
 
 
 class Trainer:
-    """Trains ``config`` into ``run_dir``; ``fit()`` runs until ``train.max_steps``."""
+    """Trains ``config`` into ``run_dir``; ``fit()`` runs until ``train.max_steps``.
+
+    The trainer holds the run directory's lock (``imagegen.lock``) from construction until ``fit()``
+    returns or ``close()`` is called; only the main process writes. Construction checks everything
+    first (config, data, model, and on ``resume`` the run's config history and checkpoints) and writes
+    nothing to the run before that has passed. A resume continues from the newest usable checkpoint
+    (falling back past unusable ones, and saying so), refuses a config that changes what is trained and
+    records a changed schedule or length in ``segments.jsonl`` (see ``imagegen.rundir``). Notes go to
+    stderr and to ``notes``.
+    """
 
     def __init__(self, config: Config, run_dir: str | Path, resume: bool = False, show_progress: bool = True):
         self.config, self.run_dir = config, Path(run_dir)
@@ -123,6 +133,13 @@ class Trainer:
         if t.mixed_precision not in ("no", "bf16", "fp16"):
             raise ConfigError(f"train.mixed_precision must be no, bf16 or fp16, not {t.mixed_precision!r}")
         lr_factor(0, config)  # validates the schedule name
+        opt_cls = {"adamw": torch.optim.AdamW, "adam": torch.optim.Adam}.get(t.optimizer)
+        if opt_cls is None:
+            raise ConfigError(f"unknown train.optimizer {t.optimizer!r}: use adamw or adam")
+        holder = RunLock.holder(self.run_dir)  # fail early, before loading data, if another trainer is there
+        if holder is not None:
+            raise busy(self.run_dir, holder)
+        self._check_run_exists(resume)
         trackers = "tensorboard" if _has_tensorboard() else None
         # cpu=True on a machine without an accelerator lets accelerate run several CPU processes
         # (gloo) when started by torchrun; a single process is unaffected.
@@ -131,10 +148,7 @@ class Trainer:
                                        gradient_accumulation_steps=t.grad_accum, log_with=trackers,
                                        project_dir=str(self.run_dir), cpu=no_accelerator)
         acc = self.accelerator
-        existing = self.checkpoints()
-        if existing and not resume:
-            raise ImagegenError(f"{self.run_dir} already holds a run: pass --resume to continue it, "
-                                "or choose another --output-dir")
+        self.show_progress = show_progress and acc.is_main_process
         set_seed(t.seed)
         self.data = load_data(config)
         batch_indices(len(self.data.train.images), t.batch_size, acc.num_processes, 0, 0, t.seed)  # fits?
@@ -142,59 +156,214 @@ class Trainer:
         if t.channels_last:
             model = model.to(memory_format=torch.channels_last)
         self.raw_model = model
-        opt_cls = {"adamw": torch.optim.AdamW, "adam": torch.optim.Adam}.get(t.optimizer)
-        if opt_cls is None:
-            raise ConfigError(f"unknown train.optimizer {t.optimizer!r}: use adamw or adam")
         optimizer = opt_cls(model.parameters(), lr=t.lr, betas=tuple(t.betas), weight_decay=t.weight_decay)
-        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: lr_factor(s, config))
-        # The scheduler is stepped here once per optimiser step (accelerate's wrapper would step it
-        # once per process), so max_steps and warmup count optimiser steps at any process count.
         self.model, self.optimizer = acc.prepare(model, optimizer)
-        self.scheduler = scheduler
-        acc.register_for_checkpointing(self.scheduler)
         self.ema = None
         if t.ema_decay:
             self.ema = AveragedModel(self.raw_model, multi_avg_fn=get_ema_multi_avg_fn(t.ema_decay),
                                      use_buffers=True)
-            acc.register_for_checkpointing(self.ema)
-        self.step = 0
-        if acc.is_main_process:
-            self.run_dir.mkdir(parents=True, exist_ok=True)
-            save_config(config, self.run_dir / "config.yaml")
-        if existing:
-            self.step = self.load(existing[-1])
+        self.step, self.resumed, self.notes = 0, resume, []
+        self.window = {"loss": 0.0, "steps": 0}  # training loss summed since the last log record
+        self.last_eval: dict = {}
+        self._lock, self._made_dir = None, False
+        self._lock_run()
+        try:
+            plan = self._check_run(resume)
+            acc.wait_for_everyone()  # every process has read the run before the main one changes it
+            if acc.is_main_process:
+                self._prepare_run(plan)
+            acc.wait_for_everyone()
+        except BaseException:
+            self.close()
+            raise
         if trackers:
             acc.init_trackers("imagegen")
-        self.show_progress = show_progress and acc.is_main_process
+
+    # --- the run directory -----------------------------------------------------------------
+    def _check_run_exists(self, resume: bool) -> None:
+        """Fail when ``resume`` does not fit what ``run_dir`` holds."""
+        held = rundir.holds_run(self.run_dir)
+        if resume and not held:
+            raise ImagegenError(f"nothing to resume in {self.run_dir}: it holds no run; leave out --resume "
+                                "to start one there")
+        if not resume and held:
+            raise ImagegenError(f"{self.run_dir} already holds a run: pass --resume to continue it, "
+                                "or choose another --output-dir")
+
+    def _lock_run(self) -> None:
+        """Take the run directory's lock on the main process (making the directory for a new run);
+        every process raises if it could not be taken."""
+        acc, error = self.accelerator, None
+        if acc.is_main_process:
+            try:
+                self._made_dir = not self.run_dir.exists()
+                self.run_dir.mkdir(parents=True, exist_ok=True)
+                self._lock = RunLock.acquire(self.run_dir)
+            except OSError as e:
+                error = ImagegenError(f"cannot create {self.run_dir}: {durable.reason(e)}")
+            except ImagegenError as e:
+                error = e
+            if error is not None:
+                self._remove_made_dir()
+        if acc.num_processes > 1:
+            locked = broadcast(torch.tensor([int(error is None)], device=acc.device), from_process=0)
+            if not bool(locked.item()) and error is None:
+                error = ImagegenError(f"the main process could not lock {self.run_dir}")
+        if error is not None:
+            raise error
+        if self._lock is not None and self._lock.stale:
+            self._note(f"took over the lock of {describe(self._lock.stale)}, which is no longer running")
+
+    def _check_run(self, resume: bool) -> _Plan | None:
+        """Under the lock, read and check what the run holds and load the newest usable checkpoint;
+        writes nothing. Returns what ``_prepare_run`` must do (None: a new run)."""
+        self._check_run_exists(resume)  # again: another trainer may have come and gone meanwhile
+        if not resume:
+            return None
+        original = rundir.read_config(self.run_dir)
+        segments = rundir.read_segments(self.run_dir)
+        state, unusable = self._newest_usable()
+        step = state.step if state is not None else 0
+        saved = rundir.config_at(original, segments, step)
+        changes = rundir.changes(saved, rundir.flat(self.config), self.run_dir)
+        if state is None:
+            self._note(f"{self.run_dir} has no checkpoint yet: training from step 0")
+        else:
+            self._restore(state)
+        return _Plan(step, unusable, changes)
+
+    def _newest_usable(self) -> tuple[runstate.TrainingState | None, list[tuple[Path, str]]]:
+        """The newest checkpoint that reads back whole, and the newer ones that did not (with why)."""
+        unusable = []
+        for directory in reversed(self.checkpoints()):
+            try:
+                state = runstate.read(directory)
+            except runstate.CheckpointError as e:
+                unusable.append((directory, str(e)))
+                continue
+            for bad, why in unusable:
+                self._note(f"checkpoint {bad.name} is unusable ({why}): resuming from {directory.name}")
+            return state, unusable
+        if unusable:
+            why = "; ".join(f"{d.name}: {r}" for d, r in unusable)
+            raise ImagegenError(f"no usable checkpoint in {self.run_dir / 'checkpoints'} ({why})")
+        return None, []
+
+    def _prepare_run(self, plan: _Plan | None) -> None:
+        """Make the run directory ready to write (main process): clear what killed writers left; a new
+        run writes its config; a resumed one sets aside unusable checkpoints, cuts the logs back to the
+        resumed step and records changed settings."""
+        removed = rundir.remove_temporaries(self.run_dir)
+        if removed:
+            self._note(f"removed {len(removed)} temporary file(s) left by a killed writer: "
+                       f"{', '.join(removed[:3])}")
+        if plan is None:
+            with durable.atomic_file(self.run_dir / rundir.CONFIG) as tmp:
+                save_config(self.config, tmp)
+            return
+        for directory, _ in plan.unusable:
+            aside = directory.with_name(f"unusable-{directory.name}")
+            durable.remove(aside)
+            os.replace(directory, aside)
+            self._note(f"moved {directory.name} to {aside.name}")
+        for note in rundir.truncate_metrics(self.run_dir, plan.step) + rundir.truncate_segments(self.run_dir,
+                                                                                              plan.step):
+            self._note(note)
+        rundir.remove_samples_after(self.run_dir, plan.step)
+        if plan.changes:
+            rundir.append_log(self.run_dir / rundir.SEGMENTS, {"step": plan.step, "changes": plan.changes})
+            shown = ", ".join(f"{k} {old!r} -> {new!r}" for k, (old, new) in plan.changes.items())
+            self._note(f"from step {plan.step}: {shown} (recorded in {rundir.SEGMENTS})")
+
+    def close(self) -> None:
+        """Give up the run directory's lock (idempotent); a new run's directory that is still empty
+        (construction failed) is removed."""
+        if self._lock is not None:
+            self._lock.release()
+            self._lock = None
+            self._remove_made_dir()
+
+    def _remove_made_dir(self) -> None:
+        if self._made_dir:
+            with contextlib.suppress(OSError):
+                self.run_dir.rmdir()  # only if empty
+
+    def _note(self, message: str) -> None:
+        self.notes.append(message)
+        if self.accelerator.is_main_process:
+            tqdm.write(f"note: {message}", file=sys.stderr)
 
     # --- state -----------------------------------------------------------------------------
     def checkpoints(self) -> list[Path]:
-        """Complete training checkpoints of this run, oldest first."""
-        root = self.run_dir / "checkpoints"
-        return sorted(root.glob("step_*")) if root.is_dir() else []
+        """Training checkpoints of this run, oldest first."""
+        return runstate.list_checkpoints(self.run_dir / "checkpoints")
 
     def save(self) -> Path:
-        """Write the full training state to ``checkpoints/step_N`` atomically; keep the newest few."""
+        """Write the full training state to ``checkpoints/step_N`` atomically (main process; every
+        process's generator states are gathered to it); keep the newest ``train.keep_checkpoints``."""
         acc = self.accelerator
-        target = self.run_dir / "checkpoints" / f"step_{self.step:08d}"
-        tmp = target.with_name(f".{target.name}.tmp")
-        if acc.is_main_process and tmp.exists():
-            shutil.rmtree(tmp)
-        acc.wait_for_everyone()
-        acc.save_state(str(tmp))
-        acc.wait_for_everyone()
+        rng = {k: acc.gather(v.to(acc.device)[None]).cpu() for k, v in rngstate.capture().items()}
+        root = self.run_dir / "checkpoints"
         if acc.is_main_process:
-            (tmp / "trainer.json").write_text(json.dumps({"step": self.step}))
-            tmp.replace(target)
-            for old in self.checkpoints()[: -self.config.train.keep_checkpoints]:
-                shutil.rmtree(old)
+            metrics = self.run_dir / rundir.METRICS
+            if metrics.exists():
+                durable.fsync(metrics)  # the log up to this step outlives a power cut, as the state does
+            state = runstate.TrainingState(
+                step=self.step, model=self.raw_model.state_dict(), optimizer=self.optimizer.state_dict(),
+                ema=None if self.ema is None else self.ema.state_dict(), rng=rng,
+                scaler=None if acc.scaler is None else acc.scaler.state_dict(),
+                loop={"window": self.window, "last_eval": self.last_eval})
+            runstate.write(root, state)
+            keep = self.config.train.keep_checkpoints
+            for old in self.checkpoints()[:-keep] if keep > 0 else []:
+                durable.remove_tree(old)
         acc.wait_for_everyone()
-        return target
+        return runstate.directory_for(root, self.step)
 
-    def load(self, directory: Path) -> int:
-        """Restore the training state from a checkpoint; returns its step."""
-        self.accelerator.load_state(str(directory))
-        return json.loads((directory / "trainer.json").read_text())["step"]
+    def _restore(self, state: runstate.TrainingState) -> None:
+        """Load a checkpoint's state into the model, optimizer, EMA, generators and loop counters."""
+        acc, where = self.accelerator, f"checkpoint step_{state.step:08d}"
+        problem = checkpoint.mismatch(self.raw_model.state_dict(), state.model)
+        if problem is None and self.ema is not None:
+            if state.ema is None:
+                raise ImagegenError(f"{where} holds no EMA weights, but train.ema_decay is set")
+            problem = checkpoint.mismatch(self.ema.state_dict(), state.ema)
+        problem = problem or _optimizer_mismatch(self.optimizer, state.optimizer)
+        if problem:
+            raise ImagegenError(f"{where} does not fit this model: {problem}")
+        self.raw_model.load_state_dict(state.model)
+        if self.ema is not None:
+            self.ema.load_state_dict(state.ema)
+        self.optimizer.load_state_dict(state.optimizer)
+        if acc.scaler is not None and state.scaler is not None:
+            acc.scaler.load_state_dict(state.scaler)
+        rank, rows = acc.process_index, state.rng
+        processes = min((len(v) for v in rows.values()), default=0)
+        if processes != acc.num_processes:
+            self._note(f"{where} was written by {processes} process(es), resumed on {acc.num_processes}: "
+                       "batches and random draws differ from an uninterrupted run")
+        if rank < processes:
+            unused = rngstate.restore({k: v[rank] for k, v in rows.items()})
+            if unused:
+                self._note(f"{where} holds {', '.join(unused)} generator states this machine has no use for")
+        loop = state.loop
+        window = loop.get("window")
+        if isinstance(window, dict) and isinstance(window.get("loss"), float) and \
+                isinstance(window.get("steps"), int):
+            self.window = {"loss": window["loss"], "steps": window["steps"]}
+        last = loop.get("last_eval")
+        self.last_eval = last if isinstance(last, dict) else self._last_eval_logged(state.step)
+        self.step = state.step
+        if state.legacy:
+            self._note(f"{where} is in the accelerate layout of earlier versions: read without unpickling "
+                       "code; checkpoints from now on are in the new layout")
+
+    def _last_eval_logged(self, step: int) -> dict:
+        """The last eval record in ``metrics.jsonl`` up to ``step`` (checkpoints of earlier versions
+        do not record it)."""
+        records, _ = rundir.read_log(self.run_dir / rundir.METRICS)
+        evals = [r for r in records if r["step"] <= step and "eval_bpd" in r]
+        return {"step": evals[-1]["step"], "eval_bpd": evals[-1]["eval_bpd"]} if evals else {}
 
     @property
     def eval_model(self) -> AutoregressiveModel:
@@ -210,12 +379,13 @@ class Trainer:
         model.load_state_dict(source.state_dict())
         return model.to(self.accelerator.device, torch.float32).eval()
 
-    def export(self, **metadata) -> Path:
-        """Write the eval weights as ``run_dir/model`` (safetensors + config.json)."""
-        c = self.config
-        return checkpoint.save(self.eval_model, self.run_dir / "model", step=self.step,
-                               dataset=c.data.name, binarize=c.data.binarize, **metadata)
-
+    def export(self) -> Path:
+        """Publish the eval weights as ``run_dir/model`` (safetensors + config.json, swapped in whole;
+        see ``checkpoint.publish``) with the step and the last eval."""
+        d = self.config.data
+        return checkpoint.publish(self.eval_model, self.run_dir / "model", step=self.step, dataset=d.name,
+                                  binarize=d.binarize, eval_bpd=self.last_eval.get("eval_bpd"),
+                                  eval_split=d.eval_split, val_size=d.val_size)
     # --- one step ---------------------------------------------------------------------------
     def batch(self, micro_step: int) -> tuple[torch.Tensor, torch.Tensor | None]:
         """This process's micro-batch ``(x (B, C, H, W) long, cond)`` on the device."""
@@ -233,9 +403,16 @@ class Trainer:
         labels = None if data.labels is None else data.labels[idx].to(acc.device)
         return x, self.raw_model.condition(x, labels)
 
+    def lr(self, step: int) -> float:
+        """The learning rate of optimiser step ``step``: a function of the step and the config alone,
+        so a resume (even with a changed lr or max_steps) needs no scheduler state."""
+        return self.config.train.lr * lr_factor(step, self.config)
+
     def train_step(self) -> float:
         """One optimiser step over ``grad_accum`` micro-batches; returns the mean loss (nats)."""
         t, acc = self.config.train, self.accelerator
+        for group in self.optimizer.param_groups:
+            group["lr"] = self.lr(self.step)
         total = 0.0
         for k in range(t.grad_accum):
             x, cond = self.batch(self.step * t.grad_accum + k)
@@ -247,7 +424,6 @@ class Trainer:
                 self.optimizer.step()
                 self.optimizer.zero_grad(set_to_none=True)
             total += loss.item()
-        self.scheduler.step()
         if self.ema is not None:
             self.ema.update_parameters(self.raw_model)
         self.step += 1
@@ -275,63 +451,104 @@ class Trainer:
             low = model.condition(truth)
             images = sample(model, len(truth), seed=self.step, cond=low)
             shown = torch.cat([nearest_upsample(low, model.upscale_factor), images.long(), truth])
-            return save_grid(shown.cpu(), path, levels=model.levels, nrow=len(truth))
-        cond = None
-        if model.num_classes:
-            cond = torch.arange(t.num_samples, device=device) % model.num_classes
-        images = sample(model, t.num_samples, seed=self.step, cond=cond)
-        return save_grid(images, path, levels=model.levels)
+            nrow = len(truth)
+        else:
+            cond = None
+            if model.num_classes:
+                cond = torch.arange(t.num_samples, device=device) % model.num_classes
+            shown, nrow = sample(model, t.num_samples, seed=self.step, cond=cond), None
+        try:
+            return save_grid(shown.cpu(), path, levels=model.levels, nrow=nrow)
+        except OSError as e:
+            raise ImagegenError(f"cannot write {path}: {durable.reason(e)}") from None
 
     def log(self, record: dict) -> None:
         """Append a record to ``metrics.jsonl`` and the trackers (main process)."""
         acc = self.accelerator
         if acc.is_main_process:
-            with open(self.run_dir / "metrics.jsonl", "a") as f:
-                f.write(json.dumps(record) + "\n")
+            rundir.append_log(self.run_dir / rundir.METRICS, record)
         acc.log({k: v for k, v in record.items() if k != "step"}, step=record["step"])
 
     # --- the loop ---------------------------------------------------------------------------
     def fit(self) -> dict:
         """Train to ``max_steps``, with eval, samples and checkpoints on schedule; export at the end.
-        Returns the last logged eval record."""
+        Returns the last eval record. Gives up the run directory's lock when it returns or raises."""
+        try:
+            return self._fit()
+        finally:
+            self.close()
+
+    def _fit(self) -> dict:
         t, acc = self.config.train, self.accelerator
+        if self.resumed and self.step > 0:
+            # The export of the resumed checkpoint may have been cut short; publishing it again is exact.
+            if acc.is_main_process:
+                self.export()
+            acc.wait_for_everyone()
         self.model.train()
         bar = tqdm(total=t.max_steps, initial=self.step, disable=not self.show_progress, dynamic_ncols=True,
                    desc="train")
         images_per_step = t.batch_size * t.grad_accum * acc.num_processes
-        last_eval: dict = {}
-        window_loss, window_steps, window_start = 0.0, 0, time.perf_counter()
+        window_start = time.perf_counter()
         while self.step < t.max_steps:
-            window_loss += self.train_step()
-            window_steps += 1
+            self.window["loss"] += self.train_step()
+            self.window["steps"] += 1
             bar.update(1)
             if self.step % t.log_every == 0 or self.step == t.max_steps:
-                elapsed = time.perf_counter() - window_start
-                loss = window_loss / window_steps
-                rec = {"step": self.step, "loss": loss, "bpd": loss / math.log(2),
-                       "lr": self.scheduler.get_last_lr()[0],
-                       "images_per_s": images_per_step * window_steps / elapsed}
+                loss = self.window["loss"] / self.window["steps"]
+                rec = {"step": self.step, "loss": loss, "bpd": loss / math.log(2), "lr": self.lr(self.step),
+                       "images_per_s": images_per_step * self.window["steps"] /
+                       (time.perf_counter() - window_start)}
                 self.log(rec)
                 bar.set_postfix(loss=f"{loss:.4f}", bpd=f"{rec['bpd']:.4f}",
                                 img_s=f"{rec['images_per_s']:.0f}")
-                window_loss, window_steps, window_start = 0.0, 0, time.perf_counter()
+                self.window, window_start = {"loss": 0.0, "steps": 0}, time.perf_counter()
             done = self.step == t.max_steps
             if self.step % t.eval_every == 0 or done:
-                last_eval = {"step": self.step, "eval_bpd": self.evaluate()}
-                self.log(last_eval)
-                bar.write(f"step {self.step}: eval bits/dim {last_eval['eval_bpd']:.4f}")
+                self.last_eval = {"step": self.step, "eval_bpd": self.evaluate()}
+                self.log(self.last_eval)
+                bar.write(f"step {self.step}: eval bits/dim {self.last_eval['eval_bpd']:.4f}")
             if t.sample_every and (self.step % t.sample_every == 0 or done):
                 self.write_samples()
             if self.step % t.checkpoint_every == 0 or done:
                 self.save()
                 if acc.is_main_process:
-                    d = self.config.data
-                    self.export(eval_bpd=last_eval.get("eval_bpd"), eval_split=d.eval_split,
-                                val_size=d.val_size)
+                    self.export()
                 acc.wait_for_everyone()
         bar.close()
         acc.end_training()
-        return last_eval
+        return self.last_eval
+
+
+@dataclass
+class _Plan:
+    """What a resume must change in the run directory once every check has passed."""
+
+    step: int
+    unusable: list[tuple[Path, str]]  # newer checkpoints that could not be read, with why
+    changes: dict[str, list]  # resumable settings that differ from the run's: {key: [old, new]}
+
+
+def _optimizer_mismatch(optimizer: torch.optim.Optimizer, state: dict) -> str | None:
+    """What keeps an optimizer ``state_dict`` from fitting ``optimizer`` (groups, parameter count,
+    per-parameter tensor shapes), in a few words; None if it fits."""
+    groups = state.get("param_groups") if isinstance(state, dict) else None
+    if not isinstance(groups, list) or len(groups) != len(optimizer.param_groups):
+        return "the optimizer state has another number of parameter groups"
+    params = [p for g in optimizer.param_groups for p in g["params"]]
+    if sum(len(g.get("params", ())) for g in groups if isinstance(g, dict)) != len(params):
+        return "the optimizer state is for another number of parameters"
+    per_param = state.get("state")
+    if not isinstance(per_param, dict):
+        return "the optimizer state has no per-parameter state"
+    for index, values in per_param.items():
+        if not (isinstance(index, int) and 0 <= index < len(params) and isinstance(values, dict)):
+            return f"the optimizer state names a parameter {index!r} that does not exist"
+        for name, v in values.items():
+            if isinstance(v, torch.Tensor) and v.ndim and v.shape != params[index].shape:
+                expected = tuple(params[index].shape)
+                return f"optimizer {name} of parameter {index} is {tuple(v.shape)}, not {expected}"
+    return None
 
 
 def _has_tensorboard() -> bool:

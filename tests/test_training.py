@@ -39,7 +39,7 @@ def test_resume_continues_exactly(data, tmp_path):
         interrupted.train_step()
     interrupted.save()
     interrupted.train_step()  # work after the last checkpoint is lost, as in a crash
-    del interrupted
+    interrupted.close()
     resumed = Trainer(tiny_config(data), tmp_path / "b", resume=True, show_progress=False)
     assert resumed.step == 3
     resumed.fit()
