@@ -102,6 +102,13 @@ class GatedLayer(nn.Module):
     The vertical stack's output at row ``i`` sees only rows above ``i`` of the image (the first
     layer looks strictly above; later ones at rows ``<= i`` of the previous vertical output), so
     it may feed the horizontal stack of row ``i`` directly.
+
+    Deviation from the paper, kept so that the shipped checkpoints' weights keep their meaning: the
+    first layer's vertical kernel is ``k//2 x k`` over rows ``i - k//2 .. i - 1`` (3 rows up for
+    ``k = 7``), the rows above the centre of a ``k x k`` masked convolution. The paper's vertical
+    stack is a ``(k//2 + 1) x k`` convolution whose output is shifted down one row before it feeds
+    the horizontal stack, so its first layer reaches row ``i - k//2 - 1`` (4 rows up). Later layers
+    add ``k//2`` rows in both, so at every depth this vertical stack sees one row fewer.
     """
 
     def __init__(self, in_features: int, hidden: int, kernel_size: int, channels: int,
