@@ -1,40 +1,34 @@
-"""The ``imagegen`` command: thin wrappers that parse, call the library and print."""
+"""The ``imagegen`` command: thin wrappers that parse, call the library and print.
+
+Every failure prints one ``error:`` line and exits non-zero (``imagegen.reporting``: 2 for bad
+input, 1 otherwise, 130 when interrupted); outputs are checked before any work is done.
+"""
 
 from __future__ import annotations
 
-import functools
-import sys
 import time
 from pathlib import Path
 
 import click
 
 from .errors import ImagegenError
+from .options import SEED, TEMPERATURE, Number, check_device
+from .reporting import OneLineGroup
+from .reporting import friendly as _friendly
 
 
-def _friendly(fn):
-    """Turn user-facing errors into one line on stderr and exit code 2."""
-
-    @functools.wraps(fn)
-    def wrapper(*args, **kwargs):
-        try:
-            return fn(*args, **kwargs)
-        except ImagegenError as e:
-            click.echo(f"error: {e}", err=True)
-            sys.exit(2)
-        except KeyboardInterrupt:
-            click.echo("interrupted", err=True)
-            sys.exit(130)
-
-    return wrapper
-
-
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.group(cls=OneLineGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="imagegen")
-def main():
-    """Autoregressive image models: train, sample, complete, upscale, evaluate bits/dim."""
+@click.option("--debug", is_flag=True, help="Show the full traceback of an error instead of one line.")
+def main(debug):
+    """Autoregressive image models: train, sample, complete, upscale, evaluate bits/dim.
+
+    Mistakes print one `error:` line: exit code 2 for bad input, 1 for other failures, 130 when
+    interrupted.
+    """
 
 
+NUM = click.IntRange(1, 10_000)
 PRECISION = click.option(
     "--precision", type=click.Choice(["fp32", "bf16"]), default="fp32", show_default=True,
     help="Weights' precision while sampling. bf16 speeds up matrix-heavy models (the Image Transformer: "
@@ -48,6 +42,24 @@ def _dtype(precision: str):
     return {"fp32": torch.float32, "bf16": torch.bfloat16}[precision]
 
 
+def _load(checkpoint: str | None, device: str, precision: str = "fp32"):
+    """The checkpoint's model on ``device`` (checked first); a checkpoint whose weights hold NaN or
+    inf is refused: everything it would sample or score is garbage."""
+    import torch
+
+    from . import checkpoint as ckpt
+
+    device = check_device(device)
+    model = ckpt.load(checkpoint, device=device, dtype=_dtype(precision))
+    broken = [name for name, t in model.state_dict().items()
+              if t.is_floating_point() and not bool(torch.isfinite(t).all())]
+    if broken:
+        raise ImagegenError(f"checkpoint {checkpoint or ckpt.DEFAULT}: {len(broken)} weight tensor(s) hold "
+                            f"NaN or inf ({broken[0]}...): the run that wrote it diverged; use another "
+                            "--checkpoint")
+    return model
+
+
 @main.command()
 @click.argument("config", type=click.Path(dir_okay=False, path_type=Path))
 @click.option("--set", "overrides", multiple=True, metavar="SECTION.KEY=VALUE",
@@ -57,21 +69,31 @@ def _dtype(precision: str):
 @click.option("--resume", is_flag=True, help="Continue the run in --output-dir from its last checkpoint.")
 @click.option("--max-steps", type=click.IntRange(min=1), help="Train to this many optimiser steps.")
 @click.option("--data", "data_path", help="Dataset file or folder (overrides data.path).")
+@click.option("--download", is_flag=True, help="Download the dataset if it is missing (MNIST, CIFAR-10).")
 @_friendly
-def train(config, overrides, output_dir, resume, max_steps, data_path):
+def train(config, overrides, output_dir, resume, max_steps, data_path, download):
     """Train the model described by CONFIG (YAML). Runs on CPU or one GPU as it is, on many GPUs or
     nodes under `accelerate launch -m imagegen.cli train ...`."""
     from .config import load_config
-    from .training import Trainer
+    from .outputs import check_output_dir
 
     overrides = list(overrides)
     if max_steps:
         overrides.append(f"train.max_steps={max_steps}")
     if data_path:
         overrides.append(f"data.path={data_path}")
+    if download:
+        overrides.append("data.download=true")
     cfg = load_config(config, overrides)
     run_dir = output_dir or Path("runs") / config.stem
+    check_output_dir(run_dir, "--output-dir")
+
+    from .training import Trainer
+
     trainer = Trainer(cfg, run_dir, resume=resume)
+    if trainer.step >= cfg.train.max_steps:
+        raise ImagegenError(f"the run in {run_dir} is at step {trainer.step} already: pass a --max-steps "
+                            f"above {trainer.step} to train it further")
     if trainer.accelerator.is_main_process:
         n = sum(p.numel() for p in trainer.raw_model.parameters())
         click.echo(f"{cfg.model['name']}: {n / 1e6:.2f}M parameters; run directory {run_dir}"
@@ -82,28 +104,33 @@ def train(config, overrides, output_dir, resume, max_steps, data_path):
                    f"model exported to {run_dir / 'model'}")
 
 
+OUT_HELP = "Output image; its extension picks the format: .png, .jpg, .jpeg, .bmp, .tif, .tiff, .webp."
+
+
 @main.command()
 @click.option("--checkpoint", "-c", help="Checkpoint directory or shipped name (default: the shipped one).")
-@click.option("--num", "-n", default=16, show_default=True, type=click.IntRange(min=1))
-@click.option("--temperature", "-t", default=1.0, show_default=True, type=click.FloatRange(min=0))
-@click.option("--seed", "-s", type=int, help="Seed for reproducible samples.")
+@click.option("--num", "-n", default=16, show_default=True, type=NUM)
+@click.option("--temperature", "-t", default=1.0, show_default=True, type=TEMPERATURE,
+              help="Divides the logits; 0 takes the most likely value.")
+@click.option("--seed", "-s", type=SEED, help="Seed for reproducible samples.")
 @click.option("--label", "-l", type=int, help="Class label (class-conditional models; default: cycle 0..).")
-@click.option("--out", "-o", default="samples.png", show_default=True,
+@click.option("--out", "-o", default="samples.png", show_default=True, help=OUT_HELP,
               type=click.Path(dir_okay=False, path_type=Path))
 @click.option("--decoder", type=click.Choice(["cached", "reference"]), default="cached", show_default=True)
 @click.option("--device", default="cpu", show_default=True, help="Torch device, e.g. cuda.")
 @PRECISION
 @_friendly
 def sample(checkpoint, num, temperature, seed, label, out, decoder, device, precision):
-    """Sample NUM images into a PNG grid."""
+    """Sample NUM images into an image grid."""
     from tqdm.auto import tqdm
 
-    from . import checkpoint as ckpt
     from .imageio import save_grid
+    from .outputs import check_output_file
     from .sampling import sample as draw
 
+    check_output_file(out, "--out")
     start = time.perf_counter()
-    model = ckpt.load(checkpoint, device=device, dtype=_dtype(precision))
+    model = _load(checkpoint, device, precision)
     if model.upscale_factor:
         raise ImagegenError("this is a super-resolution checkpoint: use `imagegen upscale --image SMALL.png`")
     cond = _labels(model, label, num, device)
@@ -134,18 +161,20 @@ def _labels(model, label: int | None, num: int, device: str):
 @click.option("--checkpoint", "-c", help="Checkpoint directory or shipped name (default: the shipped one).")
 @click.option("--data", "data_path", required=True, help="Dataset file or folder.")
 @click.option("--dataset", help="Dataset name (default: the one the checkpoint was trained on).")
+@click.option("--download", is_flag=True, help="Download the dataset into --data if it is missing.")
 @click.option("--split", type=click.Choice(["train", "val", "test"]), default="val", show_default=True,
               help="val to compare and choose models; test once per final model, for a results table.")
 @click.option("--limit", type=click.IntRange(min=1), help="Evaluate only the first N images.")
-@click.option("--batch-size", default=100, show_default=True, type=click.IntRange(min=1))
+@click.option("--batch-size", default=100, show_default=True, type=click.IntRange(1, 100_000))
 @click.option("--device", default="cpu", show_default=True)
 @click.option("--sr-samples", default=1000, show_default=True, type=click.IntRange(min=0),
               help="Super-resolution checkpoints: upscale this many images for PSNR/SSIM/consistency.")
-@click.option("--temperature", "-t", default=1.0, show_default=True, type=click.FloatRange(min=0),
+@click.option("--temperature", "-t", default=1.0, show_default=True, type=TEMPERATURE,
               help="Sampling temperature for the super-resolution metrics.")
-@click.option("--seed", "-s", default=0, show_default=True, type=int)
+@click.option("--seed", "-s", default=0, show_default=True, type=SEED)
 @_friendly
-def evaluate(checkpoint, data_path, dataset, split, limit, batch_size, device, sr_samples, temperature, seed):
+def evaluate(checkpoint, data_path, dataset, download, split, limit, batch_size, device, sr_samples,
+             temperature, seed):
     """Print the exact bits/dim of a checkpoint on a dataset split; for a super-resolution
     checkpoint, the conditional bits/dim and the PSNR, SSIM and consistency of its upscalings."""
     from tqdm.auto import tqdm
@@ -155,18 +184,35 @@ def evaluate(checkpoint, data_path, dataset, split, limit, batch_size, device, s
     from .metrics import bits_per_dim, superres_metrics
 
     info = ckpt.read_info(checkpoint)
-    model = ckpt.load(checkpoint, device=device)
+    model = _load(checkpoint, device)
     name = dataset or info.get("dataset")
     if not name:
         raise ImagegenError("the checkpoint does not record its dataset: pass --dataset")
-    data = load_dataset(name, data_path, split, binarize=info.get("binarize"), val_size=info.get("val_size"))
+    key = str(name).lower().replace("-", "_")
+    # Image folders (and CelebA) are cropped and resized to the model's size and channels.
+    sized = {"image_size": model.image_size[0]} if key in ("folder", "celeba") else {}
+    if key == "folder":
+        sized["channels"] = model.channels
+    data = load_dataset(name, data_path, split, binarize=info.get("binarize"), val_size=info.get("val_size"),
+                        download=download, **sized)
     if data.images.shape[1:] != (model.channels, *model.image_size):
         raise ImagegenError(f"{data_path} holds {tuple(data.images.shape[1:])} images but the model "
                             f"expects {(model.channels, *model.image_size)}")
     images = data.images[:limit] if limit else data.images
-    if model.num_classes and data.labels is None:
-        raise ImagegenError(f"this model is class-conditional but {data_path} has no labels")
-    cond = model.condition(images, None if data.labels is None else data.labels[: len(images)])
+    if len(images) == 0:
+        raise ImagegenError(f"the {split} split of {data_path} has no images: choose another --split")
+    if int(images.max()) >= model.levels:
+        raise ImagegenError(f"{data_path} has values up to {int(images.max())} but the model has "
+                            f"{model.levels} levels: pass the --dataset it was trained on")
+    labels = None if data.labels is None else data.labels[: len(images)]
+    if model.num_classes:
+        if labels is None:
+            raise ImagegenError(f"this model is class-conditional but {data_path} has no labels")
+        if int(labels.min()) < 0 or int(labels.max()) >= model.num_classes:
+            raise ImagegenError(f"{data_path} has labels {int(labels.min())}..{int(labels.max())} but the "
+                                f"model knows classes 0..{model.num_classes - 1}: pass the --dataset it was "
+                                "trained on")
+    cond = model.condition(images, labels)
     bar = lambda desc: lambda r: tqdm(r, desc=desc, unit="batch", disable=None, leave=False)  # noqa: E731
     bpd = bits_per_dim(model, images, cond, batch_size=batch_size, progress=bar("eval"))
     what = ("conditional bits/dim" if model.upscale_factor
@@ -189,29 +235,44 @@ def _model_sized(model, path, resize: bool, what: str = "image", low: bool = Fal
     return from_uint8(read_image(path, model.channels, size, resize, what), model.levels)
 
 
-def _write_rows(rows: list, out: Path, out_dir: Path | None, stems: list[str], levels: int, first: int):
-    """One grid row per input (``rows[k]`` is ``(N, C, H, W)``) into ``out``; with ``out_dir`` also
-    each generated image (row entries from ``first`` on) as ``out_dir/<stem>_<k>.png``."""
+def _outputs(out: Path, out_dir: Path | None, images: list[Path], num: int) -> list[list[Path]]:
+    """Check ``--out`` and ``--out-dir`` before any work; returns the per-input sample files
+    ``out_dir/<stem>_<k>.png`` (stems made unique: ``x``, ``x-2``, ...), or empty lists."""
+    from .outputs import check_output_dir, check_output_file, unique_stems
+
+    check_output_file(out, "--out")
+    if out_dir is None:
+        return [[] for _ in images]
+    check_output_dir(out_dir, "--out-dir")
+    files = [[out_dir / f"{stem}_{k}.png" for k in range(num)] for stem in unique_stems(images)]
+    if any(out.resolve() == f.resolve() for row in files for f in row):
+        raise ImagegenError(f"--out {out} is also the name of a sample in --out-dir {out_dir}: choose "
+                            "another --out")
+    return files
+
+
+def _write_rows(rows: list, out: Path, files: list[list[Path]], levels: int, first: int):
+    """One grid row per input (``rows[k]`` is ``(N, C, H, W)``) into ``out``; also each generated
+    image (row entries from ``first`` on) into its file of ``files[k]``, if any."""
     import torch
 
-    from .imageio import save_grid, save_png, to_uint8
+    from .imageio import save_grid, save_image, to_uint8
 
-    if out_dir is not None:
-        for stem, row in zip(stems, rows, strict=True):
-            for k, image in enumerate(row[first:]):
-                save_png(to_uint8(image, levels), out_dir / f"{stem}_{k}.png")
+    for row, names in zip(rows, files, strict=True):
+        for image, name in zip(row[first:], names, strict=False):
+            save_image(to_uint8(image, levels), name)
     save_grid(torch.cat(rows).cpu(), out, levels=levels, nrow=len(rows[0]))
 
 
 _COMMON = [
     click.option("--checkpoint", "-c", help="Checkpoint directory or shipped name."),
-    click.option("--num", "-n", default=4, show_default=True, type=click.IntRange(min=1),
-                 help="Samples per input image."),
-    click.option("--temperature", "-t", default=1.0, show_default=True, type=click.FloatRange(min=0)),
-    click.option("--seed", "-s", type=int, help="Seed for reproducible samples."),
-    click.option("--resize", is_flag=True, help="Resize input images of another size to fit the model."),
+    click.option("--num", "-n", default=4, show_default=True, type=NUM, help="Samples per input image."),
+    click.option("--temperature", "-t", default=1.0, show_default=True, type=TEMPERATURE,
+                 help="Divides the logits; 0 takes the most likely value."),
+    click.option("--seed", "-s", type=SEED, help="Seed for reproducible samples."),
     click.option("--out-dir", type=click.Path(file_okay=False, path_type=Path),
-                 help="Also write every sample as its own PNG, DIR/<image stem>_<k>.png."),
+                 help="Also write every sample as its own PNG, DIR/<image stem>_<k>.png (inputs with the "
+                      "same stem get <stem>-2, <stem>-3, ...)."),
     click.option("--device", default="cpu", show_default=True, help="Torch device, e.g. cuda."),
     PRECISION,
 ]
@@ -223,20 +284,26 @@ def _common(fn):
     return fn
 
 
+def _seed(seed: int | None, k: int) -> int | None:
+    """The seed of input number ``k``: ``seed + k``, wrapped to 64 bits."""
+    return None if seed is None else (seed + k) % 2**64
+
+
 @main.command()
 @click.option("--image", "-i", "images", multiple=True, required=True,
               type=click.Path(dir_okay=False, path_type=Path), help="Image to complete (repeatable).")
 @click.option("--keep-rows", type=click.IntRange(min=0), help="Keep the top N rows.")
-@click.option("--keep-fraction", type=click.FloatRange(0, 1),
+@click.option("--keep-fraction", type=Number(0, 1),
               help="Keep the first fraction F of the image in the model's generation order.")
 @click.option("--mask", type=click.Path(dir_okay=False, path_type=Path),
-              help="PNG of the model's size: white (>127) pixels are kept, black ones generated.")
+              help="Image of the model's size: white (>127) pixels are kept, black ones generated.")
 @click.option("--label", "-l", type=int, help="Class label (class-conditional models).")
-@click.option("--out", "-o", default="completions.png", show_default=True,
+@click.option("--resize", is_flag=True, help="Resize input images and the mask to the model's size.")
+@click.option("--out", "-o", default="completions.png", show_default=True, help=OUT_HELP,
               type=click.Path(dir_okay=False, path_type=Path))
 @_common
 @_friendly
-def complete(images, keep_rows, keep_fraction, mask, label, out, checkpoint, num, temperature, seed, resize,
+def complete(images, keep_rows, keep_fraction, mask, label, resize, out, checkpoint, num, temperature, seed,
              out_dir, device, precision):
     """Complete partial images: keep part of each --image and sample the rest NUM times.
 
@@ -245,18 +312,19 @@ def complete(images, keep_rows, keep_fraction, mask, label, out, checkpoint, num
     --keep-fraction) are conditioned on exactly; other kept pixels of a --mask are held fixed
     (clamped) but the pixels generated before them did not see them.
     """
-    import torch
-    from tqdm.auto import tqdm
-
-    from . import checkpoint as ckpt
-    from . import completion
-    from .imageio import from_uint8, read_image
-
     if sum(x is not None for x in (keep_rows, keep_fraction, mask)) != 1:
         raise ImagegenError("say what to keep with exactly one of --keep-rows N, --keep-fraction F, "
                             "--mask FILE")
+    files = _outputs(out, out_dir, list(images), num)
+
+    import torch
+    from tqdm.auto import tqdm
+
+    from . import completion
+    from .imageio import from_uint8, read_image
+
     start = time.perf_counter()
-    model = ckpt.load(checkpoint, device=device, dtype=_dtype(precision))
+    model = _load(checkpoint, device, precision)
     if model.upscale_factor:
         raise ImagegenError("this is a super-resolution checkpoint: use `imagegen upscale`, or pass a "
                             "--checkpoint of an unconditional model to complete")
@@ -268,24 +336,23 @@ def complete(images, keep_rows, keep_fraction, mask, label, out, checkpoint, num
     elif keep_fraction is not None:
         keep = completion.keep_fraction(model, shape, keep_fraction)
     else:
-        grey = read_image(mask, 1, model.image_size, resize=False, what="mask")
+        grey = read_image(mask, 1, model.image_size, resize, what="mask")
         keep = (grey[0] > 127).expand(shape).clone()
+    inputs = [_model_sized(model, path, resize) for path in images]  # read all before sampling
+    cond = _labels(model, label, num, device)
     clamped = completion.clamped(model, keep)
     if clamped:
         click.echo(f"note: {clamped} kept sub-pixels come after generated ones in the model's order; "
                    "they are held fixed, not conditioned on", err=True)
-    inputs = [_model_sized(model, path, resize) for path in images]  # read all before sampling
-    cond = _labels(model, label, num, device)
     rows = []
     total = len(inputs) * num * keep.numel()
     with tqdm(total=total, unit="sub-px", desc="complete", disable=None, leave=False) as bar:
         for k, image in enumerate(inputs):
-            drawn = completion.complete(model, image, keep, num, temperature=temperature,
-                                        seed=None if seed is None else seed + k, cond=cond,
-                                        progress=lambda t, n: bar.update(1))
+            drawn = completion.complete(model, image, keep, num, temperature=temperature, seed=_seed(seed, k),
+                                        cond=cond, progress=lambda t, n: bar.update(1))
             shown = torch.where(keep, image, from_uint8(torch.tensor(128), model.levels))
             rows.append(torch.cat([image[None], shown[None], drawn.long().cpu()]))
-    _write_rows(rows, out, out_dir, [p.stem for p in images], model.levels, first=2)
+    _write_rows(rows, out, files, model.levels, first=2)
     click.echo(f"wrote {out}: {num} completions of {len(inputs)} image(s) in "
                f"{time.perf_counter() - start:.1f} s")
 
@@ -293,16 +360,19 @@ def complete(images, keep_rows, keep_fraction, mask, label, out, checkpoint, num
 @main.command()
 @click.option("--image", "-i", "images", multiple=True, required=True,
               type=click.Path(dir_okay=False, path_type=Path), help="Small image to upscale (repeatable).")
-@click.option("--out", "-o", default="upscaled.png", show_default=True,
+@click.option("--resize", is_flag=True, help="Resize input images to the model's low-resolution size.")
+@click.option("--out", "-o", default="upscaled.png", show_default=True, help=OUT_HELP,
               type=click.Path(dir_okay=False, path_type=Path))
 @_common
 @_friendly
-def upscale(images, out, checkpoint, num, temperature, seed, resize, out_dir, device, precision):
+def upscale(images, resize, out, checkpoint, num, temperature, seed, out_dir, device, precision):
     """Upscale small images with a super-resolution checkpoint (default: the shipped MNIST
     7x7 -> 28x28 upscaler).
 
     Writes one row per image: the input (enlarged with nearest neighbours) and NUM samples.
     """
+    files = _outputs(out, out_dir, list(images), num)
+
     import torch
     from tqdm.auto import tqdm
 
@@ -311,7 +381,7 @@ def upscale(images, out, checkpoint, num, temperature, seed, resize, out_dir, de
     from .sampling import sample as draw
 
     start = time.perf_counter()
-    model = ckpt.load(checkpoint or ckpt.DEFAULT_UPSCALER, device=device, dtype=_dtype(precision))
+    model = _load(checkpoint or ckpt.DEFAULT_UPSCALER, device, precision)
     if not model.upscale_factor:
         raise ImagegenError("this checkpoint is not a super-resolution model: pass --checkpoint of one "
                             f"(shipped: {ckpt.DEFAULT_UPSCALER})")
@@ -321,15 +391,16 @@ def upscale(images, out, checkpoint, num, temperature, seed, resize, out_dir, de
               unit="sub-px", desc="upscale", disable=None, leave=False) as bar:
         for k, low in enumerate(inputs):
             cond = low[None].expand(num, -1, -1, -1).to(device)
-            drawn = draw(model, num, temperature=temperature, seed=None if seed is None else seed + k,
-                         cond=cond, progress=lambda t, n: bar.update(1))
+            drawn = draw(model, num, temperature=temperature, seed=_seed(seed, k), cond=cond,
+                         progress=lambda t, n: bar.update(1))
             rows.append(torch.cat([nearest_upsample(low[None], model.upscale_factor), drawn.long().cpu()]))
-    _write_rows(rows, out, out_dir, [p.stem for p in images], model.levels, first=1)
+    _write_rows(rows, out, files, model.levels, first=1)
     click.echo(f"wrote {out}: {num} upscalings of {len(inputs)} image(s) in "
                f"{time.perf_counter() - start:.1f} s")
 
 
 @main.command("models")
+@_friendly
 def list_models():
     """List model names and shipped checkpoints."""
     from . import checkpoint as ckpt

@@ -11,3 +11,7 @@ class DataError(ImagegenError):
 
 class ConfigError(ImagegenError):
     """A config file or `--set` override names an unknown key or holds a bad value."""
+
+
+class NonFiniteError(ImagegenError):
+    """A model produced NaN or infinite logits: its weights are broken (a diverged run) or overflow."""

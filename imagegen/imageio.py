@@ -11,30 +11,27 @@ import numpy as np
 import torch
 from PIL import Image
 
-from .data.folder import MODES, open_image
-from .errors import ImagegenError
+from .data.folder import open_image
+from .errors import DataError
+from .outputs import image_format
 
 
 def read_image(path: str | os.PathLike, channels: int, size: tuple[int, int], resize: bool = False,
                what: str = "image") -> torch.Tensor:
     """A PNG/JPEG/... file of any mode as uint8 ``(channels, H, W)`` for ``size = (H, W)``.
 
-    Colour is converted (grey <-> RGB, alpha dropped). An image of another size is an error
-    unless ``resize``: then it is resized to fit (area-averaged down, bicubic up).
-    Raises ``ImagegenError`` (one line) for a missing or unreadable file or a size mismatch.
+    Colour, bit depth and transparency are converted by ``imagegen.data.folder.to_8bit`` (16-bit
+    greys scaled, alpha composited onto black). An image of another size is an error unless
+    ``resize``: then it is resized to fit (area-averaged down, bicubic up).
+    Raises ``DataError`` (one line) for a missing, unreadable or damaged file or a size mismatch.
     """
     path = Path(path)
     H, W = size
-    im = open_image(path, what)
-    if im.mode in ("RGBA", "LA", "P", "PA"):
-        im = im.convert("RGBA")
-        background = Image.new("RGBA", im.size, (0, 0, 0, 255))
-        im = Image.alpha_composite(background, im)
-    im = im.convert(MODES[channels])
+    im = open_image(path, what, channels)
     if im.size != (W, H):
         if not resize:
-            raise ImagegenError(f"{path} is {im.size[0]}x{im.size[1]} pixels but the model takes {W}x{H}: "
-                                f"pass --resize to fit it, or give a {W}x{H} {what}")
+            raise DataError(f"{path} is {im.size[0]}x{im.size[1]} pixels but the model takes {W}x{H}: "
+                            f"give a {W}x{H} {what}, or pass --resize to fit it")
         shrink = im.size[0] > W or im.size[1] > H
         im = im.resize((W, H), Image.Resampling.BOX if shrink else Image.Resampling.BICUBIC)
     array = np.array(im, dtype=np.uint8)
@@ -78,19 +75,28 @@ def make_grid(images: torch.Tensor, nrow: int | None = None, padding: int = 2, p
     return grid
 
 
-def save_png(image: torch.Tensor, path: str | os.PathLike, zoom: int = 1) -> Path:
-    """Write a uint8 image ``(C, H, W)`` (C = 1 or 3) as PNG, enlarged ``zoom`` times with nearest
-    neighbours; the file appears whole or not at all. Returns the path."""
+_SAVE_ARGS = {"JPEG": {"quality": 95}, "WEBP": {"lossless": True}}
+
+
+def save_image(image: torch.Tensor, path: str | os.PathLike, zoom: int = 1) -> Path:
+    """Write a uint8 image ``(C, H, W)`` (C = 1 or 3) in the format its extension names
+    (``image_format``), enlarged ``zoom`` times with nearest neighbours. The file appears whole or
+    not at all (written beside it, synced, renamed), with the permissions the umask gives new files.
+    Returns the path."""
     path = Path(path)
+    fmt = image_format(path)
     array = image.permute(1, 2, 0).numpy()
     if zoom > 1:
         array = np.repeat(np.repeat(array, zoom, axis=0), zoom, axis=1)
     pil = Image.fromarray(array[:, :, 0] if array.shape[2] == 1 else array)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".png.tmp")
-    os.close(fd)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
-        pil.save(tmp, format="PNG")
+        with os.fdopen(fd, "wb") as f:
+            pil.save(f, format=fmt, **_SAVE_ARGS.get(fmt, {}))
+            f.flush()
+            os.fsync(f.fileno())
+        os.chmod(tmp, 0o666 & ~_umask())
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):
@@ -98,11 +104,17 @@ def save_png(image: torch.Tensor, path: str | os.PathLike, zoom: int = 1) -> Pat
     return path
 
 
+def _umask() -> int:
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
 def save_grid(images: torch.Tensor, path: str | os.PathLike, levels: int = 256, nrow: int | None = None,
               zoom: int | None = None) -> Path:
-    """Write images ``(N, C, H, W)`` in ``[0, levels)`` as one PNG grid; small images are enlarged
-    (``zoom``, default so that each image is at least 96 pixels wide). Returns the path."""
+    """Write images ``(N, C, H, W)`` in ``[0, levels)`` as one image grid (the format its extension
+    names); small images are enlarged (``zoom``, default so that each image is at least 96 pixels
+    wide). Returns the path."""
     grid = make_grid(to_uint8(images, levels), nrow=nrow)
     zoom = zoom or max(1, 96 // images.shape[-1])
-    return save_png(grid, path, zoom)
-
+    return save_image(grid, path, zoom)

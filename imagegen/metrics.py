@@ -15,6 +15,7 @@ import torch.nn.functional as F
 import torchmetrics
 from torchmetrics.image import PeakSignalNoiseRatio, StructuralSimilarityIndexMeasure
 
+from .errors import NonFiniteError
 from .imageio import to_uint8
 from .models import AutoregressiveModel
 from .models.head import nll
@@ -48,10 +49,18 @@ def bits_per_dim(model: AutoregressiveModel, images: torch.Tensor, cond: torch.T
     """Exact bits/dim of ``images (N, C, H, W)`` (with ``cond``, batch-first) under ``model``.
 
     The model runs in eval mode, in float32 (a model in another dtype raises ValueError: load it in
-    float32), with autocast off; the NLL is accumulated in float64. ``shard=(rank, world)`` makes
+    float32), with autocast off; the NLL is accumulated in float64. No images, or values outside
+    ``[0, model.levels)``, raise ValueError; a NaN or infinite result (non-finite logits) raises
+    ``NonFiniteError``. ``shard=(rank, world)`` makes
     each process evaluate every ``world``-th batch and the result is summed over processes.
     ``progress``, if given, wraps the batch range (e.g. ``tqdm``).
     """
+    if len(images) == 0:
+        raise ValueError("bits/dim of no images is undefined: pass at least one image")
+    low, high = int(images.min()), int(images.max())
+    if low < 0 or high >= model.levels:
+        raise ValueError(f"image values must lie in [0, {model.levels}) for this {model.levels}-level model, "
+                         f"got {low}..{high}")
     params = list(model.parameters())
     if any(p.dtype != torch.float32 for p in params):
         raise ValueError("bits/dim is measured in float32: load the model with dtype=torch.float32")
@@ -67,7 +76,11 @@ def bits_per_dim(model: AutoregressiveModel, images: torch.Tensor, cond: torch.T
             c = None if cond is None else cond[s : s + batch_size].to(device)
             metric.update(model(x, c), x)
     model.train(was_training)
-    return float(metric.compute())
+    bpd = float(metric.compute())
+    if not math.isfinite(bpd):
+        raise NonFiniteError(f"bits/dim came out {bpd}: the model gives non-finite logits (NaN or inf); its "
+                             "weights are broken (a diverged run?) or overflow")
+    return bpd
 
 
 class Consistency(torchmetrics.Metric):
@@ -107,7 +120,7 @@ def superres_metrics(model: AutoregressiveModel, images: torch.Tensor, *, temper
     for k, s in enumerate(progress(starts) if progress else starts):
         truth = images[s : s + batch_size].to(device)
         low = model.condition(truth)
-        drawn = sample(model, len(truth), temperature=temperature, seed=seed + k, cond=low)
+        drawn = sample(model, len(truth), temperature=temperature, seed=(seed + k) % 2**64, cond=low)
         fake, real = to_uint8(drawn, model.levels).float(), to_uint8(truth, model.levels).float()
         psnr.update(fake, real)
         ssim.update(fake, real)

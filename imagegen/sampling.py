@@ -6,10 +6,12 @@ It is the only place that draws random numbers at generation time.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 
 import torch
 
+from .errors import NonFiniteError
 from .models import AutoregressiveModel
 from .models.head import sample as sample_categorical
 
@@ -23,8 +25,11 @@ def sample(model: AutoregressiveModel, num: int, *, temperature: float = 1.0, se
     """Draw ``num`` images from ``model``: uint8 ``(num, C, H, W)``.
 
     Args:
-        temperature: divides the logits; 0 takes the most likely value.
-        seed: seeds the sampler's own generator (same seed, same images, whichever decoder).
+        temperature: divides the logits; 0 takes the most likely value. NaN, infinite or negative
+            raises ValueError; non-finite tempered logits at any step (broken weights, overflow, a
+            temperature too small to divide by) raise ``NonFiniteError`` after the loop.
+        seed: seeds the sampler's own generator (same seed, same images, whichever decoder); None
+            draws a fresh seed for it. Torch's global random state is never read or changed.
         cond: the model's conditioning, batch-first with ``num`` rows (labels ``(num,)``, ...).
         known, known_mask: ``(num, C, H, W)`` values and a bool mask of sub-pixels to keep; those
             sub-pixels are pushed instead of drawn. Every sub-pixel that comes after a known one in
@@ -36,6 +41,8 @@ def sample(model: AutoregressiveModel, num: int, *, temperature: float = 1.0, se
         cpu_threads: torch intra-op threads while decoding on CPU. A cached step is many tiny ops that
             threads only slow down (badly so on a busy machine), hence 1; None keeps torch's setting.
     """
+    if not (math.isfinite(temperature) and temperature >= 0):
+        raise ValueError(f"temperature must be a finite number >= 0, not {temperature}")
     if decoder not in ("cached", "reference"):
         raise ValueError(f"decoder must be 'cached' or 'reference', not {decoder!r}")
     if model.num_classes and cond is None:
@@ -66,12 +73,18 @@ def sample(model: AutoregressiveModel, num: int, *, temperature: float = 1.0, se
 def _decode(dec, temperature, seed, known_flat, mask_flat, progress, device) -> torch.Tensor:
     """The sampling loop: draws or copies every sub-pixel in ``dec.order``; ``(B, H*W*C)`` long."""
     generator = torch.Generator(device=device)
-    generator.manual_seed(seed if seed is not None else torch.seed())
+    if seed is None:
+        generator.seed()  # a fresh non-deterministic seed for this generator; torch's global one is untouched
+    else:
+        generator.manual_seed(seed)
     total = len(dec.order)
     out = None
+    finite = torch.ones((), dtype=torch.bool, device=device)  # checked once at the end: no sync per step
     for t in range(total):
         p = int(dec.order[t])
-        values = sample_categorical(dec.next_logits(), temperature, generator)
+        logits = dec.next_logits()
+        finite &= torch.isfinite(logits.float() / (temperature or 1.0)).all()
+        values = sample_categorical(logits, temperature, generator)
         if known_flat is not None:
             values = torch.where(mask_flat[:, p], known_flat[:, p], values)
         dec.push(values)
@@ -80,4 +93,7 @@ def _decode(dec, temperature, seed, known_flat, mask_flat, progress, device) -> 
         out[:, p] = values
         if progress is not None:
             progress(t + 1, total)
+    if not finite:
+        raise NonFiniteError(f"the model gave non-finite logits (NaN or inf) at temperature {temperature:g}: "
+                             "its weights are broken or overflow, or the temperature is too small")
     return out

@@ -75,9 +75,14 @@ def make_model(config: Config, data: ImageData) -> AutoregressiveModel:
     if isinstance(kwargs["image_size"], list):
         kwargs["image_size"] = tuple(kwargs["image_size"])
     try:
-        return build_model(name, **kwargs)
+        model = build_model(name, **kwargs)
     except ValueError as e:
         raise ConfigError(f"model section: {e}") from None
+    shape, data_shape = (model.channels, *model.image_size), tuple(data.images.shape[1:])
+    if shape != data_shape:
+        raise ConfigError(f"model section: channels and image_size give {shape} images but the data's are "
+                          f"{data_shape}: leave them out (they default to the data's)")
+    return model
 
 
 def lr_factor(step: int, config: Config) -> float:
@@ -102,7 +107,8 @@ def batch_indices(n: int, batch: int, world: int, rank: int, micro_step: int, se
     resumed run sees exactly the batches the uninterrupted one would."""
     per_epoch = n // (batch * world)
     if per_epoch == 0:
-        raise ConfigError(f"the dataset has {n} images, fewer than one global batch ({batch * world})")
+        raise ConfigError(f"the dataset has {n} images, fewer than one global batch ({batch * world}): "
+                          "lower train.batch_size")
     epoch, k = divmod(micro_step, per_epoch)
     perm = torch.randperm(n, generator=torch.Generator().manual_seed(seed * 100_003 + epoch))
     start = (k * world + rank) * batch
@@ -145,6 +151,7 @@ class Trainer:
         self.show_progress = show_progress and acc.is_main_process
         set_seed(t.seed)
         self.data = load_data(config)
+        batch_indices(len(self.data.train.images), t.batch_size, acc.num_processes, 0, 0, t.seed)  # fits?
         model = make_model(config, self.data.train)
         if t.channels_last:
             model = model.to(memory_format=torch.channels_last)

@@ -40,11 +40,18 @@ def input_gradients(model: AutoregressiveModel, x: torch.Tensor, position: int,
 
 
 def check_causal(model: AutoregressiveModel, C: int, H: int, W: int, positions=None,
-                 cond: torch.Tensor | None = None, generator_seed: int = 0) -> None:
+                 cond: torch.Tensor | None = None, generator_seed: int = 0, inputs: int = 4) -> None:
     """Assert, for each flat position p, zero gradient at p and every later sub-pixel in generation
-    order, and a non-zero gradient at some earlier one (for every p but the first)."""
+    order, and a non-zero gradient at some earlier one (for every p but the first).
+
+    Gradients are summed over ``inputs`` random images: a single image can hide a dependence behind a
+    dead ReLU or a saturated gate, in either direction. ``cond``, if given, has ``inputs`` rows or is
+    repeated to that many.
+    """
     g = torch.Generator().manual_seed(generator_seed)
-    x = torch.randint(0, model.levels, (2, C, H, W), generator=g)
+    x = torch.randint(0, model.levels, (inputs, C, H, W), generator=g)
+    if cond is not None and len(cond) != inputs:
+        cond = cond.repeat_interleave(-(-inputs // len(cond)), 0)[:inputs]
     order = model.generation_order(C, H, W)
     rank = torch.empty_like(order)
     rank[order] = torch.arange(len(order))
@@ -57,10 +64,11 @@ def check_causal(model: AutoregressiveModel, C: int, H: int, W: int, positions=N
             assert grad[~later].abs().max() > 0, f"position {p} sees nothing before it"
 
 
-def seen_pixels(model: AutoregressiveModel, H: int, W: int, i: int, j: int) -> torch.Tensor:
+def seen_pixels(model: AutoregressiveModel, H: int, W: int, i: int, j: int, inputs: int = 4,
+                seed: int = 0) -> torch.Tensor:
     """``(H, W)`` bool: which pixels the logits at pixel ``(i, j)`` of a 1-channel model have a
-    gradient from."""
-    x = torch.randint(0, model.levels, (1, 1, H, W))
+    gradient from, for any of ``inputs`` random images (one could hide a pixel behind a dead ReLU)."""
+    x = torch.randint(0, model.levels, (inputs, 1, H, W), generator=torch.Generator().manual_seed(seed))
     return (input_gradients(model, x, i * W + j) > 0).view(H, W)
 
 

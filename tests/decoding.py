@@ -24,3 +24,28 @@ def check_cached_matches_reference(model: AutoregressiveModel, batch_size: int,
                                        msg=f"step {t}")
             ref.push(values[t])
             cached.push(values[t])
+
+
+def teacher_forced_log_probs(model: AutoregressiveModel, images: torch.Tensor,
+                             cond: torch.Tensor | None = None) -> torch.Tensor:
+    """The log-probabilities ``(B, N, K)`` (float32) that ``model``'s cached decoder gives each sub-pixel
+    of ``images (B, C, H, W)``, pushing the images' own values; the N sub-pixels in flat order."""
+    B, C, H, W = images.shape
+    flat = images.permute(0, 2, 3, 1).reshape(B, -1).long()
+    out = torch.empty(B, C * H * W, model.levels)
+    with torch.no_grad():
+        dec = model.decoder(B, (C, H, W), cond)
+        for p in dec.order.tolist():
+            out[:, p] = dec.next_logits().float().log_softmax(-1)
+            dec.push(flat[:, p])
+    return out
+
+
+def divergence(log_p: torch.Tensor, log_q: torch.Tensor, targets: torch.Tensor) -> dict[str, float]:
+    """How far the categorical distributions ``log_q (..., K)`` lie from ``log_p (..., K)`` (log-probs):
+    the mean and the largest total variation distance over sub-pixels, and the mean absolute change
+    of the log-probability (nats) of the ``targets (...)`` values."""
+    tv = 0.5 * (log_p.exp() - log_q.exp()).abs().sum(-1)
+    t = targets.long().unsqueeze(-1)
+    change = (log_p.gather(-1, t) - log_q.gather(-1, t)).abs()
+    return {"mean_tv": float(tv.mean()), "max_tv": float(tv.max()), "mean_logp_change": float(change.mean())}

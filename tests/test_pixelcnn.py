@@ -46,3 +46,45 @@ def test_pixelcnn_has_blind_spot_and_gated_has_none():
 def test_gated_rejects_hidden_not_multiple_of_channels():
     with pytest.raises(ValueError, match="multiple of channels"):
         build_model("gated_pixelcnn", channels=3, image_size=4, hidden=8)
+
+
+def test_class_bias_reaches_both_stacks_of_every_gated_layer():
+    """Paper, equation 4: ``V^T h`` is added inside the gates of the vertical and the horizontal stack
+    of every layer. The bias each stack receives differs between labels and reaches the logits."""
+    torch.manual_seed(0)
+    model = build_model("gated_pixelcnn", channels=1, image_size=4, levels=4, num_classes=3, hidden=4,
+                        num_layers=3)
+    seen: dict[tuple[int, str], torch.Tensor] = {}
+
+    def recording(layer_index, stack, method):
+        def call(*args):
+            bias = args[-1]  # vertical(v, bias), horizontal(h, link, bias)
+            assert isinstance(bias, torch.Tensor), f"layer {layer_index} {stack}: no class bias"
+            bias.retain_grad()
+            seen[layer_index, stack] = bias
+            return method(*args)
+        return call
+
+    for l, layer in enumerate(model.layers):
+        layer.vertical = recording(l, "vertical", layer.vertical)
+        layer.horizontal = recording(l, "horizontal", layer.horizontal)
+    model(torch.randint(0, 4, (2, 1, 4, 4)), torch.tensor([0, 2])).sum().backward()
+    assert len(seen) == 2 * len(model.layers)
+    for (l, stack), bias in seen.items():
+        assert not torch.allclose(bias[0], bias[1]), f"layer {l} {stack}: the bias ignores the label"
+        assert bias.grad.abs().sum() > 0, f"layer {l} {stack}: the bias does not reach the logits"
+
+
+def test_one_gated_layer_sees_the_documented_window():
+    """A single 7x7 gated layer: 3 rows up (the vertical stack, see GatedLayer's deviation note) and
+    3 pixels to the left (the horizontal stack)."""
+    torch.manual_seed(0)
+    H = W = 9
+    i, j = 8, 4
+    model = build_model("gated_pixelcnn", channels=1, image_size=H, levels=4, hidden=4, num_layers=1,
+                        first_kernel_size=7)
+    expected = torch.zeros(H, W, dtype=torch.bool)
+    expected[i - 3 : i, j - 3 : j + 4] = True
+    expected[i, j - 3 : j] = True
+    seen = seen_pixels(model, H, W, i, j)
+    assert torch.equal(seen, expected), seen.int()

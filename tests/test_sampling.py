@@ -8,6 +8,8 @@ import torch
 from imagegen.models import available_models, build_model
 from imagegen.models.head import sample as sample_categorical
 from imagegen.sampling import sample
+from tests.decoding import divergence, teacher_forced_log_probs
+from tests.test_precision import BOUNDS
 
 
 @pytest.fixture(scope="module")
@@ -30,8 +32,42 @@ def test_known_subpixels_are_kept(model):
     assert torch.equal(x[mask], known[mask].to(torch.uint8))
 
 
-def test_temperature_zero_is_greedy_and_deterministic(model):
-    assert torch.equal(sample(model, 2, temperature=0, seed=1), sample(model, 2, temperature=0, seed=2))
+def assert_argmax_of_own_logits(model, images, where):
+    """Each sub-pixel of ``images (B, C, H, W)`` selected by the bool mask ``where`` is the argmax of the
+    model's logits there, given the images themselves as context (where the top two logits are not
+    within float rounding of each other)."""
+    logits = model(images.long())
+    top2 = logits.topk(2, -1).values
+    decided = where & (top2[..., 0] - top2[..., 1] > 1e-4)
+    assert decided.sum() > 0.9 * where.sum()
+    assert torch.equal(images.long()[decided], logits.argmax(-1)[decided])
+
+
+def test_temperature_zero_takes_the_argmax(model):
+    x = sample(model, 2, temperature=0, seed=1)
+    assert torch.equal(x, sample(model, 2, temperature=0, seed=2))
+    assert_argmax_of_own_logits(model, x, torch.ones_like(x, dtype=torch.bool))
+
+
+def test_completion_conditions_on_the_kept_subpixels(model):
+    """At temperature 0 every generated sub-pixel is the argmax given the kept ones: the decoder was fed
+    the kept values, not values of its own (which the output would hide by showing the kept ones)."""
+    torch.manual_seed(3)
+    known = torch.randint(0, 6, (2, 3, 4, 5))
+    mask = torch.zeros(2, 3, 4, 5, dtype=torch.bool)
+    mask[:, :, :2] = True  # the top two rows
+    mask[:, 0, 2, 0] = True  # the red value of the next pixel: its green and blue are generated after it
+    mask[0, 1, 3, 1] = True  # a kept sub-pixel after generated ones (clamped)
+    x = sample(model, 2, temperature=0, known=known, known_mask=mask)
+    assert torch.equal(x[mask], known[mask].to(torch.uint8))
+    assert_argmax_of_own_logits(model, x, ~mask)  # (logits depend only on earlier sub-pixels)
+
+
+def test_unseeded_sampling_leaves_the_global_generator_alone(model):
+    state = torch.get_rng_state()
+    a, b = sample(model, 2), sample(model, 2)
+    assert torch.equal(torch.get_rng_state(), state)
+    assert not torch.equal(a, b)
 
 
 def test_categorical_sampling_follows_probabilities():
@@ -73,23 +109,19 @@ def test_every_model_is_listed_for_bf16():
 
 
 @pytest.mark.parametrize("name", sorted(SMALL))
-def test_bf16_cached_decoder_stays_close_to_fp32(name):
-    """A model cast to bfloat16 (``--precision bf16``) decodes in bf16, and its next-value log
-    probabilities stay within bf16 rounding of the float32 ones at every step."""
+def test_bf16_cached_decoder_runs_every_model(name):
+    """Every model cast to bfloat16 (``--precision bf16``) decodes in bf16 and samples. How close bf16
+    stays to float32 is checked where logits have their trained size, on the shipped checkpoints
+    (tests/test_precision.py); these tiny random models' logits span about 1-5, too little to tell."""
     torch.manual_seed(0)
     m = build_model(name, channels=3, image_size=4, levels=8, **SMALL[name]).eval()
     images = torch.randint(0, 8, (2, 3, 4, 4))
     cond = m.condition(images, None)
     half = copy.deepcopy(m).to(torch.bfloat16)
-    with torch.no_grad():
-        full_dec, half_dec = m.decoder(2, None, cond), half.decoder(2, None, cond)
-        for t in range(len(full_dec.order)):
-            full, low = full_dec.next_logits(), half_dec.next_logits()
-            assert low.dtype == torch.bfloat16
-            torch.testing.assert_close(low.float().log_softmax(-1), full.log_softmax(-1), atol=0.05, rtol=0,
-                                       msg=f"step {t}")
-            values = torch.randint(0, 8, (2,))
-            full_dec.push(values)
-            half_dec.push(values)
+    log_p = teacher_forced_log_probs(m, images, cond)
+    log_q = teacher_forced_log_probs(half, images, cond)
+    d = divergence(log_p, log_q, images.permute(0, 2, 3, 1).reshape(2, -1))
+    assert all(d[k] < bound for k, bound in BOUNDS.items()), d
+    assert half.decoder(2, None, cond).next_logits().dtype == torch.bfloat16
     x = sample(half, 2, seed=0, cond=cond)
     assert x.dtype == torch.uint8 and x.shape == (2, 3, 4, 4) and int(x.max()) < 8

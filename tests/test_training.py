@@ -142,6 +142,14 @@ def test_two_process_data_parallel_ranks_end_identical(data, tmp_path):
     trained = checkpoint.load(tmp_path / "run" / "model")
     assert checkpoint.read_info(tmp_path / "run" / "model")["step"] == 4
     assert trained.head.weight.shape == r0["head.weight"].shape
+    # The ranks agree whatever data they see (DDP averages their gradients); that they shard the data
+    # shows in the update: 2 processes x batch 4 must train like 1 process x batch 8 on the same images.
+    AcceleratorState._reset_state(reset_partial_state=True)
+    single = Trainer(tiny_config(data, batch_size=8, max_steps=4, checkpoint_every=2), tmp_path / "single",
+                     show_progress=False)
+    single.fit()
+    for k, v in single.raw_model.state_dict().items():
+        torch.testing.assert_close(r0[k], v, atol=1e-5, rtol=1e-4, msg=k)
 
 
 def test_trainer_evaluates_the_val_split_in_float32(tmp_path):
@@ -159,3 +167,29 @@ def test_trainer_evaluates_the_val_split_in_float32(tmp_path):
                  for s in ("val", "test")}
     assert abs(result["eval_bpd"] - per_split["val"]) < 1e-6
     assert abs(result["eval_bpd"] - per_split["test"]) > 1e-3
+
+
+def test_exported_model_is_the_ema_of_the_trained_weights(data, tmp_path):
+    """run/model holds the EMA (decay d) of the weights after each optimiser step, not the last ones."""
+    decay = 0.8
+    trainer = Trainer(tiny_config(data, ema_decay=decay, max_steps=6, lr=1e-2), tmp_path / "run",
+                      show_progress=False)
+    after_each_step = []
+    step = trainer.train_step
+
+    def recording_step():
+        loss = step()
+        after_each_step.append({k: v.detach().clone() for k, v in trainer.raw_model.state_dict().items()})
+        return loss
+
+    trainer.train_step = recording_step
+    trainer.fit()
+    expected = after_each_step[0]  # the EMA starts from the weights after the first step
+    for weights in after_each_step[1:]:
+        expected = {k: decay * expected[k] + (1 - decay) * weights[k] for k in expected}
+    exported = checkpoint.load(tmp_path / "run" / "model").state_dict()
+    assert exported.keys() == expected.keys()
+    for k in expected:
+        torch.testing.assert_close(exported[k], expected[k], atol=1e-6, rtol=1e-5, msg=k)
+    last = after_each_step[-1]
+    assert any((exported[k] - last[k]).abs().max() > 1e-3 for k in last), "the export is the raw weights"

@@ -92,8 +92,11 @@ def test_same_seed_same_samples_from_both_decoders(name, channels):
 def test_kernels_give_the_same_logits(name):
     model = make(name, 3, num_layers=2)
     x = torch.randint(0, K, (2, 3, H, W))
+    model.kernel = "reference"
     ref = model(x)
     model.kernel = "sdpa"
+    torch.testing.assert_close(model(x), ref, atol=1e-5, rtol=1e-5)
+    model.kernel = "auto"  # sdpa on CPU
     torch.testing.assert_close(model(x), ref, atol=1e-5, rtol=1e-5)
     with torch.autocast("cpu", dtype=torch.bfloat16):
         assert torch.isfinite(model(x)).all()

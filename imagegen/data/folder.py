@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -11,7 +12,7 @@ from PIL import Image, ImageOps
 from imagegen.errors import DataError
 
 from .dataset import ImageData
-from .files import READ_ERRORS, one_line
+from .files import one_line
 from .transforms import crop_resize
 
 EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".webp", ".gif")
@@ -32,30 +33,61 @@ def find_images(directory: Path) -> list[Path]:
     )
 
 
-def open_image(path: Path, what: str = "image") -> Image.Image:
-    """Open and decode one image file, with its EXIF rotation applied (any mode, any size).
+def open_image(path: Path, what: str = "image", channels: int | None = None) -> Image.Image:
+    """Open and decode one image file, with its EXIF rotation applied; any mode and size, or with
+    ``channels`` (1 or 3) converted to 8-bit L or RGB by ``to_8bit``.
 
-    Raises DataError (one line naming the file) when it is missing or cannot be decoded.
+    Raises DataError (one line naming the file) when it is missing, not a regular file, larger than
+    Pillow's decompression-bomb limit, or cannot be decoded, whatever the decoder raises.
     """
+    path = Path(path)
+    if not path.exists():
+        raise DataError(f"{path}: no such {what} file")
+    if not path.is_file():  # a folder, a pipe or a device: opening would fail or block
+        raise DataError(f"{path} is not a regular file: give an image file ({', '.join(EXTENSIONS)})")
     try:
-        with Image.open(path) as im:
-            im = ImageOps.exif_transpose(im)
-            im.load()
-            return im
-    except FileNotFoundError:
-        raise DataError(f"{path}: no such {what} file") from None
-    except (*READ_ERRORS, Image.DecompressionBombError) as e:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # Pillow warns about damaged metadata it skips
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            with Image.open(path) as im:
+                im = ImageOps.exif_transpose(im)
+                im.load()
+                return im if channels is None else to_8bit(im, channels)
+    except Exception as e:  # Pillow's decoders raise many kinds of error on damaged or hostile files
         raise DataError(
             f"{path}: cannot read this {what} ({type(e).__name__}: {one_line(e)}); remove or replace the file"
         ) from e
 
 
+def to_8bit(im: Image.Image, channels: int) -> Image.Image:
+    """An image of any Pillow mode -> 8-bit ``L`` (``channels`` 1) or ``RGB`` (3).
+
+    Integer greys wider than 8 bits (``I;16*``, and ``I``, as which Pillow may open 16-bit PNGs) are
+    read as 0..65535 and scaled to 0..255, where Pillow's own conversion would clip them at 255;
+    float greys (``F``) are read as 0..1 (NaN or infinite pixels raise ValueError). Transparency
+    (RGBA, LA, PA, or a palette or grey with a transparent colour) is composited onto black, the
+    background of the datasets' digits. Palette, CMYK, YCbCr, 1-bit and other modes go through
+    Pillow's conversion; colour becomes grey by ITU-R 601-2 luma.
+    """
+    if im.mode in ("I", "F") or im.mode.startswith("I;16"):
+        values = np.asarray(im, dtype=np.float64)
+        if not np.isfinite(values).all():
+            raise ValueError(f"the {im.mode} image has NaN or infinite pixels")
+        values = values * 255 if im.mode == "F" else values / 257
+        im = Image.fromarray(np.clip(np.rint(values), 0, 255).astype(np.uint8), "L")
+    elif im.mode in ("RGBA", "LA", "PA", "RGBa", "La") or "transparency" in im.info:
+        black = Image.new("RGBA", im.size, (0, 0, 0, 255))
+        im = Image.alpha_composite(black, im.convert("RGBA"))
+    return im.convert(MODES[channels])
+
+
 def read_image(path: Path, image_size: int, channels: int = 3) -> np.ndarray:
-    """Open one image file, apply its EXIF rotation, convert to L or RGB, center-crop and resize.
+    """Open one image file (``open_image``: EXIF rotation, any mode to L or RGB), center-crop and
+    resize.
 
     Returns uint8 (channels, image_size, image_size).
     """
-    im = open_image(path).convert(MODES[channels])
+    im = open_image(path, channels=channels)
     pixels = np.asarray(crop_resize(im, image_size), dtype=np.uint8)
     return pixels[None] if channels == 1 else pixels.transpose(2, 0, 1)
 

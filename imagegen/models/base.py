@@ -34,6 +34,23 @@ def raster_order(channels: int, height: int, width: int) -> torch.Tensor:
     return torch.arange(channels * height * width)
 
 
+def check_ints(minimum: int, **values: object) -> None:
+    """Raise ValueError unless every value is an integer >= ``minimum`` (the hparams that count
+    features, layers, heads or classes); ``None`` values are skipped (optional, left at the default)."""
+    for name, value in values.items():
+        if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value < minimum):
+            raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
+
+
+def check_kernels(**sizes: object) -> None:
+    """Raise ValueError unless every value is an odd integer >= 1: a masked kernel is centred on
+    the pixel it computes, so it needs a middle."""
+    check_ints(1, **sizes)
+    for name, value in sizes.items():
+        if value % 2 == 0:
+            raise ValueError(f"{name} must be odd (the kernel is centred on its pixel), got {value}")
+
+
 def scale_levels(x: torch.Tensor, levels: int, dtype: torch.dtype = torch.float32) -> torch.Tensor:
     """Integers in ``[0, levels)`` -> floats in ``[-1, 1]`` of ``dtype`` (same shape)."""
     return (x.float() * (2.0 / (levels - 1)) - 1.0).to(dtype)
@@ -49,8 +66,15 @@ class AutoregressiveModel(nn.Module):
     def __init__(self, channels: int, image_size: int | tuple[int, int], levels: int = 256,
                  num_classes: int | None = None):
         super().__init__()
+        size = (image_size, image_size) if isinstance(image_size, int) else image_size
+        if not isinstance(size, tuple | list) or len(size) != 2:
+            raise ValueError(f"image_size must be an integer or [height, width], got {image_size!r}")
+        check_ints(1, channels=channels, levels=levels, num_classes=num_classes, height=size[0],
+                   width=size[1])
+        if not 2 <= levels <= 256:
+            raise ValueError(f"levels must be between 2 and 256 (8-bit images), got {levels}")
         self.channels = channels
-        self.image_size = (image_size, image_size) if isinstance(image_size, int) else tuple(image_size)
+        self.image_size = tuple(size)
         self.levels = levels
         self.num_classes = num_classes
         self.config: dict = {}  # filled by build_model: the keyword arguments that rebuild this model

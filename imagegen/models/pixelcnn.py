@@ -19,7 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .base import AutoregressiveModel
+from .base import AutoregressiveModel, check_ints, check_kernels
 from .conditioning import LowResolutionStack
 from .head import CategoricalHead
 from .masked import ConvCache, MaskedConv2d
@@ -67,6 +67,8 @@ class PixelCNN(AutoregressiveModel):
                  num_classes: int | None = None, hidden: int = 12, num_layers: int = 3,
                  kernel_size: int = 3, first_kernel_size: int = 7, out_hidden: int = 16):
         super().__init__(channels, image_size, levels, num_classes)
+        check_ints(1, hidden=hidden, num_layers=num_layers, out_hidden=out_hidden)
+        check_kernels(kernel_size=kernel_size, first_kernel_size=first_kernel_size)
         self.conv_in = MaskedConv2d(channels, 2 * hidden, first_kernel_size, "A", channels)
         self.label = nn.Embedding(num_classes, 2 * hidden) if num_classes else None
         self.blocks = nn.ModuleList(ResidualBlock(hidden, kernel_size, channels) for _ in range(num_layers))
@@ -100,6 +102,13 @@ class GatedLayer(nn.Module):
     The vertical stack's output at row ``i`` sees only rows above ``i`` of the image (the first
     layer looks strictly above; later ones at rows ``<= i`` of the previous vertical output), so
     it may feed the horizontal stack of row ``i`` directly.
+
+    Deviation from the paper, kept so that the shipped checkpoints' weights keep their meaning: the
+    first layer's vertical kernel is ``k//2 x k`` over rows ``i - k//2 .. i - 1`` (3 rows up for
+    ``k = 7``), the rows above the centre of a ``k x k`` masked convolution. The paper's vertical
+    stack is a ``(k//2 + 1) x k`` convolution whose output is shifted down one row before it feeds
+    the horizontal stack, so its first layer reaches row ``i - k//2 - 1`` (4 rows up). Later layers
+    add ``k//2`` rows in both, so at every depth this vertical stack sees one row fewer.
     """
 
     def __init__(self, in_features: int, hidden: int, kernel_size: int, channels: int,
@@ -158,6 +167,9 @@ class GatedPixelCNN(AutoregressiveModel):
                  kernel_size: int = 3, first_kernel_size: int = 7, skip_features: int | None = None,
                  out_hidden: int = 16):
         super().__init__(channels, image_size, levels, num_classes)
+        check_ints(1, hidden=hidden, num_layers=num_layers, skip_features=skip_features,
+                   out_hidden=out_hidden)
+        check_kernels(kernel_size=kernel_size, first_kernel_size=first_kernel_size)
         if hidden % channels:
             raise ValueError(f"hidden={hidden} must be a multiple of channels={channels}")
         skip_features = skip_features or 2 * hidden
@@ -211,6 +223,7 @@ class UpscalingGatedPixelCNN(GatedPixelCNN):
                  num_classes: int | None = None, upscale_factor: int = 4, cond_features: int = 32,
                  cond_layers: int = 3, **gated):
         super().__init__(channels, image_size, levels, num_classes, **gated)
+        check_ints(1, upscale_factor=upscale_factor, cond_features=cond_features, cond_layers=cond_layers)
         H, W = self.image_size
         if H % upscale_factor or W % upscale_factor:
             raise ValueError(f"image_size {H}x{W} is not a multiple of upscale_factor={upscale_factor}")

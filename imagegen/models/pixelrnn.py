@@ -54,7 +54,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .base import AutoregressiveModel
+from .base import AutoregressiveModel, check_ints, check_kernels
 from .head import CategoricalHead
 from .masked import ConvCache, MaskedConv2d, causal_mask
 from .pixelcnn import _PixelDecoder, subpixels
@@ -190,6 +190,8 @@ class PixelRNN(AutoregressiveModel):
     def __init__(self, channels: int, image_size: int | tuple[int, int], levels: int, num_classes: int | None,
                  hidden: int, num_layers: int, first_kernel_size: int, out_hidden: int):
         super().__init__(channels, image_size, levels, num_classes)
+        check_ints(1, hidden=hidden, num_layers=num_layers, out_hidden=out_hidden)
+        check_kernels(first_kernel_size=first_kernel_size)
         if hidden < channels:
             raise ValueError(f"hidden={hidden} must be at least channels={channels} (one group per colour)")
         self.hidden = hidden
@@ -224,6 +226,7 @@ class RowLSTMModel(PixelRNN):
     def __init__(self, channels: int, image_size: int | tuple[int, int], levels: int = 256,
                  num_classes: int | None = None, hidden: int = 8, num_layers: int = 2, kernel_size: int = 3,
                  first_kernel_size: int = 7, out_hidden: int = 16):
+        check_kernels(kernel_size=kernel_size)
         super().__init__(channels, image_size, levels, num_classes, hidden, num_layers, first_kernel_size,
                          out_hidden)
         self.layers = nn.ModuleList(RowLSTMLayer(hidden, kernel_size, channels) for _ in range(num_layers))

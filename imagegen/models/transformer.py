@@ -32,7 +32,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .attention import LocalPattern, attention, local_1d_pattern, local_2d_pattern, resolve_kernel
-from .base import AutoregressiveModel
+from .base import AutoregressiveModel, check_ints
 from .head import CategoricalHead
 
 
@@ -169,9 +169,9 @@ class Block(nn.Module):
 
 def _pair(value, name: str) -> tuple[int, int]:
     value = tuple(value) if isinstance(value, list | tuple) else (value, value)
-    if len(value) != 2:
+    if len(value) != 2 or not all(isinstance(v, int) and not isinstance(v, bool) for v in value):
         raise ValueError(f"{name} must be two integers (rows, sub-pixel columns), got {value}")
-    return int(value[0]), int(value[1])
+    return value
 
 
 class ImageTransformer(AutoregressiveModel):
@@ -196,6 +196,11 @@ class ImageTransformer(AutoregressiveModel):
                  memory_flange: tuple[int, int] | None = None, norm_first: bool = False,
                  kernel: str = "auto"):
         super().__init__(channels, image_size, levels, num_classes)
+        check_ints(1, hidden=hidden, num_layers=num_layers, num_heads=num_heads, ffn_hidden=ffn_hidden,
+                   block_length=block_length)
+        check_ints(0, memory_length=memory_length)
+        if not isinstance(dropout, int | float) or not 0 <= dropout < 1:
+            raise ValueError(f"dropout must be a number >= 0 and < 1, got {dropout!r}")
         if self.attention_type == "1d":
             if query_shape is not None or memory_flange is not None:
                 raise ValueError("query_shape and memory_flange are 2D hparams; 1D uses block_length, "
@@ -317,9 +322,11 @@ class SuperResolutionTransformer(ImageTransformer):
             raise ValueError("the super-resolution transformer conditions on a low-resolution image, "
                              "not on class labels")
         super().__init__(channels, image_size, levels, None, **hparams)
+        check_ints(1, upscale_factor=upscale_factor)
+        check_ints(0, encoder_layers=encoder_layers)
         H, W = self.image_size
-        f = int(upscale_factor)
-        if f < 1 or H % f or W % f:
+        f = upscale_factor
+        if H % f or W % f:
             raise ValueError(f"image size {H}x{W} is not a multiple of upscale_factor={f}")
         self.upscale_factor = f
         self.lowres_size = (H // f, W // f)
