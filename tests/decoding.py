@@ -5,6 +5,7 @@ from __future__ import annotations
 import torch
 
 from imagegen.models import AutoregressiveModel
+from tests.helpers import one_thread
 
 
 def check_cached_matches_reference(model: AutoregressiveModel, batch_size: int,
@@ -15,7 +16,7 @@ def check_cached_matches_reference(model: AutoregressiveModel, batch_size: int,
     logits agree (float32, ``atol``) at every step of the generation order."""
     C, H, W = shape or (model.channels, *model.image_size)
     values = torch.randint(0, model.levels, (C * H * W, batch_size))
-    with torch.no_grad():
+    with torch.no_grad(), one_thread():
         ref, cached = model.reference_decoder(batch_size, shape, cond), model.decoder(batch_size, shape, cond)
         assert type(cached) is not type(ref)
         assert torch.equal(cached.order, ref.order)
@@ -33,7 +34,7 @@ def teacher_forced_log_probs(model: AutoregressiveModel, images: torch.Tensor,
     B, C, H, W = images.shape
     flat = images.permute(0, 2, 3, 1).reshape(B, -1).long()
     out = torch.empty(B, C * H * W, model.levels)
-    with torch.no_grad():
+    with torch.no_grad(), one_thread():
         dec = model.decoder(B, (C, H, W), cond)
         for p in dec.order.tolist():
             out[:, p] = dec.next_logits().float().log_softmax(-1)

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
+import torch
 
 from imagegen.config import from_dict
 
@@ -32,3 +35,15 @@ def tiny_config(data_path: Path, **train):
     t.update(train)
     return from_dict({"model": {"name": "gated_pixelcnn", "hidden": 4, "num_layers": 2, "out_hidden": 4},
                       "data": {"name": "mnist", "path": str(data_path)}, "train": t})
+
+
+@contextlib.contextmanager
+def one_thread() -> Iterator[None]:
+    """Run torch on one intra-op thread inside the block: loops of tiny ops (decoding steps, per-position
+    gradients) only slow down with more, badly so on a shared machine."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
