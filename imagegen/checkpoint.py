@@ -73,8 +73,20 @@ def load(path_or_name: str | os.PathLike | None = None, device: str | torch.devi
     """Build the checkpoint's model and load its weights; returned in eval mode on ``device``, its
     parameters in ``dtype`` (bfloat16 samples faster; bits/dim are measured in float32).
 
-    A symlinked checkpoint (a run's ``model``) is resolved once, so both files come from one version."""
-    directory = resolve(path_or_name).resolve()
+    A symlinked checkpoint (a run's ``model``) is resolved once, so both files come from one version;
+    if that version is retired while being read (two newer exports meanwhile), the link is followed again."""
+    source = resolve(path_or_name)
+    for attempt in range(3):
+        directory = source.resolve()
+        try:
+            return _load_version(directory, device, dtype)
+        except ImagegenError:
+            if not source.is_symlink() or source.resolve() == directory or attempt == 2:
+                raise
+    raise AssertionError("unreachable")
+
+
+def _load_version(directory: Path, device: str | torch.device, dtype: torch.dtype) -> AutoregressiveModel:
     info = read_info(directory)
     kwargs = dict(info["model"])
     try:
