@@ -91,9 +91,6 @@ def train(config, overrides, output_dir, resume, max_steps, data_path, download)
     from .training import Trainer
 
     trainer = Trainer(cfg, run_dir, resume=resume)
-    if trainer.step >= cfg.train.max_steps:
-        raise ImagegenError(f"the run in {run_dir} is at step {trainer.step} already: pass a --max-steps "
-                            f"above {trainer.step} to train it further")
     if trainer.accelerator.is_main_process:
         n = sum(p.numel() for p in trainer.raw_model.parameters())
         click.echo(f"{cfg.model['name']}: {n / 1e6:.2f}M parameters; run directory {run_dir}"
