@@ -24,7 +24,7 @@ from tqdm.auto import tqdm
 from . import checkpoint, durable, rngstate, rundir, runstate
 from .config import Config, save_config
 from .data import ImageData, binarize, load_dataset
-from .errors import ConfigError, ImagegenError
+from .errors import ConfigError, ImagegenError, NonFiniteError
 from .imageio import nearest_upsample, save_grid
 from .lock import RunLock, busy, describe
 from .metrics import bits_per_dim
@@ -494,7 +494,11 @@ class Trainer:
         images_per_step = t.batch_size * t.grad_accum * acc.num_processes
         window_start = time.perf_counter()
         while self.step < t.max_steps:
-            self.window["loss"] += self.train_step()
+            loss = self.train_step()
+            if not math.isfinite(loss):  # stop before the broken weights reach a checkpoint or the model
+                raise NonFiniteError(f"the training loss is {loss} at step {self.step}: the run diverged; "
+                                     "resume from its last checkpoint with a lower train.lr")
+            self.window["loss"] += loss
             self.window["steps"] += 1
             bar.update(1)
             if self.step % t.log_every == 0 or self.step == t.max_steps:

@@ -193,3 +193,19 @@ def test_exported_model_is_the_ema_of_the_trained_weights(data, tmp_path):
         torch.testing.assert_close(exported[k], expected[k], atol=1e-6, rtol=1e-5, msg=k)
     last = after_each_step[-1]
     assert any((exported[k] - last[k]).abs().max() > 1e-3 for k in last), "the export is the raw weights"
+
+
+def test_a_diverged_run_stops_before_saving_broken_weights(tmp_path, monkeypatch):
+    """A non-finite training loss stops the run at once: no checkpoint or model of that step is written."""
+    import imagegen.training as training
+    from imagegen.errors import NonFiniteError
+
+    data = tiny_mnist(tmp_path / "m.npz")
+    trainer = Trainer(tiny_config(data, max_steps=6, checkpoint_every=1), tmp_path / "run", show_progress=False)
+    real = training.nll_loss
+    monkeypatch.setattr(training, "nll_loss", lambda logits, x: real(logits, x) * (
+        float("nan") if trainer.step == 2 else 1.0))
+    with pytest.raises(NonFiniteError, match="step 3"):
+        trainer.fit()
+    trainer.close()
+    assert [p.name for p in trainer.checkpoints()] == ["step_00000001", "step_00000002"]
