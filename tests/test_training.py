@@ -201,7 +201,8 @@ def test_a_diverged_run_stops_before_saving_broken_weights(tmp_path, monkeypatch
     from imagegen.errors import NonFiniteError
 
     data = tiny_mnist(tmp_path / "m.npz")
-    trainer = Trainer(tiny_config(data, max_steps=6, checkpoint_every=1), tmp_path / "run", show_progress=False)
+    config = tiny_config(data, max_steps=6, checkpoint_every=1)
+    trainer = Trainer(config, tmp_path / "run", show_progress=False)
     real = training.nll_loss
     monkeypatch.setattr(training, "nll_loss", lambda logits, x: real(logits, x) * (
         float("nan") if trainer.step == 2 else 1.0))
