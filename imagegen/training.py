@@ -224,11 +224,11 @@ class Trainer:
         segments = rundir.read_segments(self.run_dir)
         state, unusable = self._newest_usable()
         step = state.step if state is not None else 0
+        saved = rundir.config_at(original, segments, step)
+        changes = rundir.changes(saved, rundir.flat(self.config), self.run_dir)
         if step and step >= self.config.train.max_steps:
             raise ImagegenError(f"the run in {self.run_dir} is at step {step} already: pass a --max-steps "
                                 f"above {step} to train it further")
-        saved = rundir.config_at(original, segments, step)
-        changes = rundir.changes(saved, rundir.flat(self.config), self.run_dir)
         if state is None:
             self._note(f"{self.run_dir} has no checkpoint yet: training from step 0")
         else:

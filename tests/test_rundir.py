@@ -57,7 +57,8 @@ def _copy(run: Path, to: Path) -> Path:
 
 
 def _resume(data, run, **train):
-    return Trainer(tiny_config(data, **{"max_steps": 6, "sample_every": 3, **train}), run, resume=True,
+    """A trainer resuming ``run`` (finished at step 6) with two more steps to go, unless ``train`` says."""
+    return Trainer(tiny_config(data, **{"max_steps": 8, "sample_every": 3, **train}), run, resume=True,
                    show_progress=False)
 
 
@@ -98,7 +99,7 @@ def test_a_refused_resume_is_one_line_on_the_command_line_and_exit_2(data, finis
     for path in _files(run, "checkpoints/*/optimizer.safetensors"):
         write_payload(path, tmp_path / "marker", "torch")
     config = tmp_path / "c.yaml"
-    config.write_text(yaml.safe_dump(tiny_config(data, max_steps=6, sample_every=3).to_dict()))
+    config.write_text(yaml.safe_dump(tiny_config(data, max_steps=8, sample_every=3).to_dict()))
     result = CliRunner().invoke(cli.main, ["train", str(config), "--output-dir", str(run), "--resume"])
     assert result.exit_code == 2
     lines = result.stderr.strip().splitlines()
@@ -136,14 +137,14 @@ def test_a_second_trainer_is_refused_while_the_first_holds_the_run(data, finishe
 def test_changed_length_and_lr_are_recorded_as_a_segment(data, finished, tmp_path):
     run = _copy(finished, tmp_path / "run")
     config = (run / "config.yaml").read_bytes()
-    trainer = _resume(data, run, max_steps=8, lr=1e-3)
-    trainer.fit()
+    _resume(data, run, max_steps=8, lr=1e-3).close()
     segments = [json.loads(line) for line in (run / "segments.jsonl").read_text().splitlines()]
     assert segments[-1] == {"step": 6, "changes": {"train.lr": [3e-3, 1e-3], "train.max_steps": [6, 8]}}
+    trainer = _resume(data, run, max_steps=8, lr=1e-3)  # the same settings again: nothing new
+    assert len((run / "segments.jsonl").read_text().splitlines()) == len(segments)
+    trainer.fit()
     assert (run / "config.yaml").read_bytes() == config  # the original, never rewritten
     assert trainer.optimizer.param_groups[0]["lr"] == 1e-3 * lr_factor(7, trainer.config)  # the new lr
-    _resume(data, run, max_steps=8, lr=1e-3).close()  # the same settings again: nothing new
-    assert len((run / "segments.jsonl").read_text().splitlines()) == len(segments)
 
 
 @pytest.mark.parametrize("damage", ["truncate", "swap_rng"])
@@ -159,7 +160,7 @@ def test_resume_falls_back_past_a_damaged_latest_checkpoint_and_says_so(data, fi
     else:  # a whole, valid generator file, but another step's
         shutil.copy(previous / "rng.safetensors", latest / "rng.safetensors")
         name = "rng.safetensors"
-    trainer = _resume(data, run)
+    trainer = _resume(data, run, max_steps=6)
     assert trainer.step == 3
     note = f"checkpoint step_00000006 is unusable ({name} does not match its checksum"
     assert any(n.startswith(note) and n.endswith("resuming from step_00000003") for n in trainer.notes)
