@@ -164,6 +164,7 @@ class Trainer:
                                      use_buffers=True)
         self.step, self.resumed, self.notes = 0, resume, []
         self.window = {"loss": 0.0, "steps": 0}  # training loss summed since the last log record
+        self.cpu_base, self.cpu_start = 0.0, time.process_time()  # CPU s of earlier processes; our start
         self.last_eval: dict = {}
         self._lock, self._made_dir = None, False
         self._lock_run()
@@ -306,7 +307,7 @@ class Trainer:
         process's generator states are gathered to it); keep the newest ``train.keep_checkpoints``."""
         acc = self.accelerator
         rng = {k: acc.gather(v.to(acc.device)[None]).cpu() for k, v in rngstate.capture().items()}
-        root = self.run_dir / "checkpoints"
+        root, cpu_s = self.run_dir / "checkpoints", self.cpu_seconds()
         if acc.is_main_process:
             metrics = self.run_dir / rundir.METRICS
             if metrics.exists():
@@ -315,7 +316,7 @@ class Trainer:
                 step=self.step, model=self.raw_model.state_dict(), optimizer=self.optimizer.state_dict(),
                 ema=None if self.ema is None else self.ema.state_dict(), rng=rng,
                 scaler=None if acc.scaler is None else acc.scaler.state_dict(),
-                loop={"window": self.window, "last_eval": self.last_eval})
+                loop={"window": self.window, "last_eval": self.last_eval, "cpu_s": cpu_s})
             runstate.write(root, state)
             keep = self.config.train.keep_checkpoints
             for old in self.checkpoints()[:-keep] if keep > 0 else []:
@@ -354,6 +355,9 @@ class Trainer:
         if isinstance(window, dict) and isinstance(window.get("loss"), float) and \
                 isinstance(window.get("steps"), int):
             self.window = {"loss": window["loss"], "steps": window["steps"]}
+        cpu = loop.get("cpu_s")
+        if isinstance(cpu, float) and math.isfinite(cpu) and cpu >= 0:
+            self.cpu_base, self.cpu_start = cpu, time.process_time()
         last = loop.get("last_eval")
         self.last_eval = last if isinstance(last, dict) else self._last_eval_logged(state.step)
         self.step = state.step
@@ -405,6 +409,15 @@ class Trainer:
             x = x.contiguous(memory_format=torch.channels_last)
         labels = None if data.labels is None else data.labels[idx].to(acc.device)
         return x, self.raw_model.condition(x, labels)
+
+    def cpu_seconds(self) -> float:
+        """CPU seconds (user + system, every thread) the run has used up to its last checkpoint and in
+        this process since, summed over processes when there are several (a collective call)."""
+        own = torch.tensor([time.process_time() - self.cpu_start], dtype=torch.float64,
+                           device=self.accelerator.device)
+        if self.accelerator.num_processes > 1:
+            own = self.accelerator.reduce(own, "sum")
+        return self.cpu_base + float(own.item())
 
     def lr(self, step: int) -> float:
         """The learning rate of optimiser step ``step``: a function of the step and the config alone,
@@ -504,6 +517,7 @@ class Trainer:
             if self.step % t.log_every == 0 or self.step == t.max_steps:
                 loss = self.window["loss"] / self.window["steps"]
                 rec = {"step": self.step, "loss": loss, "bpd": loss / math.log(2), "lr": self.lr(self.step),
+                       "images": self.step * images_per_step, "cpu_hours": self.cpu_seconds() / 3600,
                        "images_per_s": images_per_step * self.window["steps"] /
                        (time.perf_counter() - window_start)}
                 self.log(rec)
@@ -512,8 +526,9 @@ class Trainer:
                 self.window, window_start = {"loss": 0.0, "steps": 0}, time.perf_counter()
             done = self.step == t.max_steps
             if self.step % t.eval_every == 0 or done:
+                hours = self.cpu_seconds() / 3600  # the training's, not the eval's
                 self.last_eval = {"step": self.step, "eval_bpd": self.evaluate()}
-                self.log(self.last_eval)
+                self.log({**self.last_eval, "images": self.step * images_per_step, "cpu_hours": hours})
                 bar.write(f"step {self.step}: eval bits/dim {self.last_eval['eval_bpd']:.4f}")
             if t.sample_every and (self.step % t.sample_every == 0 or done):
                 self.write_samples()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import json
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -47,3 +48,23 @@ def one_thread() -> Iterator[None]:
         yield
     finally:
         torch.set_num_threads(threads)
+
+
+TIMINGS = ("images_per_s", "cpu_hours")  # metrics.jsonl fields no rerun repeats
+
+
+def metrics_without_timings(text: str) -> list[dict]:
+    """The records of a run's ``metrics.jsonl`` without the timing fields."""
+    return [{k: v for k, v in json.loads(line).items() if k not in TIMINGS} for line in text.splitlines()]
+
+
+def without_timings(name: str, content: bytes) -> bytes | dict | list:
+    """A run file's content for comparing two runs: ``metrics.jsonl`` without its timings, a checkpoint's
+    ``trainer.json`` without the CPU time used; any other file as its bytes."""
+    if name.endswith("metrics.jsonl"):
+        return metrics_without_timings(content.decode())
+    if name.endswith("trainer.json"):
+        record = json.loads(content)
+        assert record["loop"].pop("cpu_s") > 0
+        return record
+    return content
