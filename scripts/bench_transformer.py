@@ -218,7 +218,7 @@ def run(args: argparse.Namespace) -> None:
                          bench_training(model, config, args, device)))
     print()
     print(f"### Attention kernels (batch {args.batch_size}, {model.num_heads} heads, {C * H * W} positions, "
-          f"head width {model.hidden // model.num_heads}, {model.attention_type} local pattern; median of "
+          f"head width {model.hidden // model.num_heads}, {model.attention} local pattern; median of "
           f"{args.kernel_repeats})")
     print()
     rows = bench_kernels(model, args, device)
