@@ -7,6 +7,7 @@ import torch
 
 from imagegen.models import available_models, build_model
 from imagegen.models.head import sample as sample_categorical
+from imagegen.models.layout import to_sequence
 from imagegen.sampling import sample
 from tests.decoding import divergence, teacher_forced_log_probs
 from tests.test_precision import BOUNDS
@@ -120,7 +121,7 @@ def test_bf16_cached_decoder_runs_every_model(name):
     half = copy.deepcopy(m).to(torch.bfloat16)
     log_p = teacher_forced_log_probs(m, images, cond)
     log_q = teacher_forced_log_probs(half, images, cond)
-    d = divergence(log_p, log_q, images.permute(0, 2, 3, 1).reshape(2, -1))
+    d = divergence(log_p, log_q, to_sequence(images))
     assert all(d[k] < bound for k, bound in BOUNDS.items()), d
     assert half.decoder(2, None, cond).next_logits().dtype == torch.bfloat16
     x = sample(half, 2, seed=0, cond=cond)
