@@ -31,8 +31,8 @@ def main(debug):
 NUM = click.IntRange(1, 10_000)
 PRECISION = click.option(
     "--precision", type=click.Choice(["fp32", "bf16"]), default="fp32", show_default=True,
-    help="Weights' precision while sampling. bf16 speeds up matrix-heavy models (the Image Transformer: "
-         "1.5-1.7x on a 2-core CPU) and draws from a very slightly different distribution; small "
+    help="Weights' precision while sampling. bf16 speeds up matrix-heavy models (the Image Transformer; "
+         "timings in docs/benchmarks.md) and draws from a very slightly different distribution; small "
          "convolutional models gain nothing on CPU.")
 
 

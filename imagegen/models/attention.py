@@ -161,7 +161,7 @@ def _sdpa(q, k, v, mask):
     if mask is None and q.shape[-2] == 1 and q.device.type == "cpu":
         return _one_query(q, k, v)
     # torch's fused CPU kernel takes 4-D inputs and a 4-D mask (else it falls back to a far slower
-    # path): fold (B, h, nb, L, D) into (B*h, nb, L, D) and give the (nb, Lq, Lk) mask a batch dim.
+    # path): fold (B, heads, nb, L, D) into (B*heads, nb, L, D) and give the (nb, Lq, Lk) mask a batch dim.
     lead = q.shape[:-3]
     if q.dim() > 4:
         q, k, v = q.flatten(0, -4), k.flatten(0, -4), v.flatten(0, -4)
@@ -228,17 +228,18 @@ def _for_device(kernel: str, q, k, v, mask):
 
 
 def _gather(x: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
-    """``x (B, h, N, D)`` and ``index (nb, L)`` of positions (``-1``: a zero row) -> ``(B, h, nb, L, D)``."""
-    B, h, N, D = x.shape
-    padded = torch.cat([x, x.new_zeros(B, h, 1, D)], dim=2)
+    """``x (B, heads, N, D)`` and ``index (nb, L)`` of positions (``-1``: a zero row) ->
+    ``(B, heads, nb, L, D)``."""
+    B, heads, N, D = x.shape
+    padded = torch.cat([x, x.new_zeros(B, heads, 1, D)], dim=2)
     flat = torch.where(index >= 0, index, N).flatten()
-    return padded[:, :, flat].view(B, h, *index.shape, D)
+    return padded[:, :, flat].view(B, heads, *index.shape, D)
 
 
 def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, pattern: LocalPattern | None = None,
               kernel: str | Kernel = "auto") -> torch.Tensor:
-    """Multi-head attention ``(B, h, Lq, D), (B, h, Lk, D) x2 -> (B, h, Lq, D)`` by ``kernel``, a name
-    or a function of ``kernel_function``.
+    """Multi-head attention ``(B, heads, Lq, D), (B, heads, Lk, D) x2 -> (B, heads, Lq, D)`` by
+    ``kernel``, a name or a function of ``kernel_function``.
 
     With ``pattern`` (then ``Lq == Lk == pattern.length``), local attention as the pattern says;
     without, every query attends to every key.
@@ -247,5 +248,5 @@ def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, pattern: LocalP
     if pattern is None:
         return fn(q, k, v, None)
     out = fn(_gather(q, pattern.query_index), _gather(k, pattern.memory_index),
-             _gather(v, pattern.memory_index), pattern.mask)  # (B, h, nb, ql, D)
+             _gather(v, pattern.memory_index), pattern.mask)  # (B, heads, nb, ql, D)
     return out.flatten(2, 3)[:, :, pattern.inverse]

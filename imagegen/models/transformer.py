@@ -393,7 +393,7 @@ class ImageTransformer(AutoregressiveModel):
         """Images ``(B, C, H, W)`` in ``[0, K)`` -> logits ``(B, C, H, W, K)``."""
         _, C, H, W = x.shape
         order, rank, pattern = self.layout(C, H, W, x.device)
-        h = self.norm_out(self.decode(self.embed(x, cond, order), pattern, self.encode(cond, (C, H, W))))
+        out = self.norm_out(self.decode(self.embed(x, cond, order), pattern, self.encode(cond, (C, H, W))))
         if rank is not None:
-            h = h[:, rank]  # back to flat order
-        return self.head(to_image(h, C, H, W))
+            out = out[:, rank]  # back to flat order
+        return self.head(to_image(out, C, H, W))
