@@ -79,7 +79,6 @@ def _decode(dec, temperature, seed, known_flat, mask_flat, progress, device) -> 
     else:
         generator.manual_seed(seed)
     total = len(dec.order)
-    out = None
     finite = torch.ones((), dtype=torch.bool, device=device)  # checked once at the end: no sync per step
     for t in range(total):
         p = int(dec.order[t])
@@ -89,12 +88,9 @@ def _decode(dec, temperature, seed, known_flat, mask_flat, progress, device) -> 
         if known_flat is not None:
             values = torch.where(mask_flat[:, p], known_flat[:, p], values)
         dec.push(values)
-        if out is None:
-            out = torch.zeros(len(values), total, dtype=torch.long, device=device)
-        out[:, p] = values
         if progress is not None:
             progress(t + 1, total)
     if not finite:
         raise NonFiniteError(f"the model gave non-finite logits (NaN or inf) at temperature {temperature:g}: "
                              "its weights are broken or overflow, or the temperature is too small")
-    return out
+    return dec.canvas

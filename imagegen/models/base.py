@@ -8,13 +8,12 @@ logits of each sub-pixel depend only on the sub-pixels before it in that order (
 
 from __future__ import annotations
 
-import inspect
 from abc import ABC, abstractmethod
 
 import torch
 from torch import nn
 
-from .decoding import Decoder, DecodingState, RasterDecoder, ReferenceDecoder
+from .decoding import CachedDecoder, Decoder, DecodingState, ReferenceDecoder
 from .layout import subpixels
 
 
@@ -49,21 +48,21 @@ class AutoregressiveModel(nn.Module):
     """Base of every model: shape bookkeeping, its config, generation order and decoders.
 
     A subclass implements ``forward(x, cond=None) -> (B, C, H, W, K)``, sets ``name`` (its registry
-    name) and, for a cached decoder, ``decoder_class`` (one that matches ``reference_decoder`` at every
-    step). Its constructor takes the image arguments of this one (``channels``, ``image_size``,
-    ``levels``, ``num_classes``) and its own hparams; the model records them all (``config``).
+    name) and, for cached decoding, ``decoder_class = CachedDecoder`` and ``step`` (see decoding.py).
+    Its constructor takes keyword arguments: the image ones of this one (``channels``, ``image_size``,
+    ``levels``, ``num_classes``) and its own hparams, and the model records them all (``config``).
     """
 
     #: The registry name: ``build_model(model.config["name"], ...)`` builds this class.
     name: str | None = None
     #: Super-resolution models set this: their ``cond`` is the image area-downsampled by it.
     upscale_factor: int | None = None
-    #: The cached decoder ``decoder()`` returns.
+    #: The decoder ``decoder()`` returns.
     decoder_class: type[Decoder] = ReferenceDecoder
 
     def __new__(cls, *args, **kwargs):
         model = super().__new__(cls)
-        model.__dict__["_arguments"] = (args, kwargs)  # the constructor's arguments, for ``config``
+        model.__dict__["_kwargs"] = kwargs  # the keyword arguments it is built with, for ``config``
         return model
 
     def __init__(self, channels: int, image_size: int | tuple[int, int], levels: int = 256,
@@ -87,19 +86,10 @@ class AutoregressiveModel(nn.Module):
     @property
     def config(self) -> dict:
         """The keyword arguments of ``build_model`` that rebuild this model: its ``name``, the image
-        arguments and every hparam it was built with (JSON-ready: ``image_size`` a list or an int)."""
-        args, kwargs = self._arguments
-        signature = inspect.signature(type(self).__init__)
-        given = {}
-        for key, value in signature.bind(self, *args, **kwargs).arguments.items():
-            is_rest = signature.parameters[key].kind is inspect.Parameter.VAR_KEYWORD  # **hparams
-            given.update(value if is_rest else {key: value})
-        size = given.get("image_size", self.image_size)
-        size = list(size) if isinstance(size, tuple | list) else size
-        image = {"channels": self.channels, "image_size": size, "levels": self.levels,
-                 "num_classes": self.num_classes}
-        hparams = {k: v for k, v in given.items() if k not in image and k != "self"}
-        return {"name": self.name, **image, **hparams}
+        arguments and every hparam it was built with (JSON-ready)."""
+        image = dict(channels=self.channels, image_size=list(self.image_size), levels=self.levels,
+                     num_classes=self.num_classes)
+        return {"name": self.name, **image, **{k: v for k, v in self._kwargs.items() if k not in image}}
 
     @property
     def shape(self) -> tuple[int, int, int]:
@@ -142,24 +132,34 @@ class AutoregressiveModel(nn.Module):
 
 
 class RasterModel(AutoregressiveModel, ABC):
-    """A model that computes the features of every sub-pixel of a pixel together, from the sub-pixels
-    before the pixel and that pixel's earlier colours (masked convolutions, recurrent layers).
+    """A model whose layers compute the features of a pixel's sub-pixels together, from the sub-pixels
+    before the pixel and that pixel's earlier colours (masked convolutions, recurrent layers), in
+    raster order. A subclass implements ``features``; ``forward`` and ``step`` come from it."""
 
-    A subclass implements ``features(x, cond=None, state=None)``: scaled images ``(B, C, H, W)`` ->
-    grouped features ``(B, C*F, H, W)`` for the shared head (colour group ``c`` of ``F`` features per
-    sub-pixel, see ``masked.py``). With a ``DecodingState`` it computes one pixel, ``(B, C, 1, 1)`` in
-    and ``(B, C*F, 1, 1)`` out, at the state's ``(i, j)``: every layer passed the state steps there. That
-    is the whole cached decoder (``RasterDecoder``).
-    """
-
-    decoder_class = RasterDecoder
+    decoder_class = CachedDecoder
 
     @abstractmethod
     def features(self, x: torch.Tensor, cond: torch.Tensor | None = None,
                  state: DecodingState | None = None) -> torch.Tensor:
-        """Scaled images ``(B, C, H, W)`` -> grouped features ``(B, C*F, H, W)`` (one pixel with a state)."""
+        """Scaled images ``(B, C, H, W)`` -> grouped features ``(B, C*F, H, W)`` for the shared head
+        (colour group ``c`` of ``F`` features per sub-pixel, see ``masked.py``); with a decoding
+        ``state``, pixel ``(state.i, state.j)`` alone, ``(B, C, 1, 1)`` in and ``(B, C*F, 1, 1)`` out."""
 
     def forward(self, x: torch.Tensor, cond: torch.Tensor | None = None) -> torch.Tensor:
         """Images ``(B, C, H, W)`` in ``[0, K)`` -> logits ``(B, C, H, W, K)``."""
         return self.head(subpixels(self.features(self.scale(x), cond), self.channels))
 
+    def step(self, canvas: torch.Tensor, cond: torch.Tensor | None, state: DecodingState) -> torch.Tensor:
+        """Cached decoding: the logits ``(B, K)`` of sub-pixel ``state.t`` (raster order) from the canvas
+        ``(B, C*H*W)``: ``features`` of its pixel, from the sub-pixels of that pixel pushed so far (the
+        rest blank) and the layers' caches. Every layer's output at a pixel depends only on the sub-pixels
+        before the pixel's last colour (mask A, then mask B), so what the last colour's step leaves in the
+        caches is final; only the image maps need the completed pixel, written at the next pixel."""
+        C, _, W = state.shape
+        pixel, c = divmod(state.t, C)
+        if c == 0 and pixel:
+            state.write_pixel(self.scale(canvas[:, (pixel - 1) * C : pixel * C]))
+        state.i, state.j = divmod(pixel, W)
+        state.new_row = state.j == 0 and c == 0
+        out = self.features(self.scale(canvas[:, pixel * C : (pixel + 1) * C])[:, :, None, None], cond, state)
+        return self.head.at(out.view(len(out), C, -1)[:, c], c)

@@ -71,14 +71,12 @@ class MaskedConv2d(nn.Conv2d):
 class ConvCache:
     """The padded input map of one masked convolution while decoding, filled in one pixel at a time:
     ``step`` writes the input at the state's pixel ``(i, j)`` and applies the kernel there, one window
-    instead of a whole map. A mask-A convolution reads the image, so its map is the state's image map,
-    which the decoder completes pixel by pixel."""
+    instead of a whole map. A mask-A convolution reads the image, so its map is an image map of the
+    state, which the model completes pixel by pixel."""
 
     def __init__(self, conv: MaskedConv2d, state: DecodingState):
         left, right, top, bottom = conv.pad
-        C, H, W = state.shape
-        self.map = (state.image(conv.pad) if conv.mask_type == "A" else
-                    state.zeros(state.batch_size, conv.in_channels, H + top + bottom, W + left + right))
+        self.map = state.padded(conv.in_channels, conv.pad, image=conv.mask_type == "A")
         self.state, self.top, self.left = state, top, left
         self.window = (top + bottom + 1, left + right + 1)
         self.weight = (conv.weight * conv.mask).detach().to(state.dtype)

@@ -16,8 +16,6 @@ step costs one kernel window per layer; the gated vertical stack runs once per r
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -87,15 +85,6 @@ class PixelCNN(RasterModel):
         return F.relu(self.out(F.relu(out)))
 
 
-@dataclass
-class VerticalRow:
-    """A gated layer's vertical outputs on the row being decoded (``i``): gated and link."""
-
-    i: int = -1
-    vertical: torch.Tensor | None = None
-    link: torch.Tensor | None = None
-
-
 class GatedLayer(nn.Module):
     """One layer of both stacks (paper figure 2).
 
@@ -139,13 +128,12 @@ class GatedLayer(nn.Module):
         previous layer's; it sees only rows above, so it runs on the row's first step and is kept) and
         the horizontal stack at ``(i, j)`` (``(B, F, 1, 1)`` in)."""
         i, j = state.i, state.j
-        row = state.cache(self, VerticalRow)
-        if row.i != i:
-            row.i = i
-            row.vertical, row.link = self.vertical(vertical, bias_at(bias_v, i), state)
-        link = row.link[:, :, :, j : j + 1]
-        horizontal, skip = self.horizontal(horizontal, link, bias_at(bias_h, i, j), state)
-        return row.vertical, horizontal, skip
+        row = state.cache(self, list)  # the vertical stack's [output, link] on row i
+        if state.new_row:
+            row[:] = self.vertical(vertical, bias_at(bias_v, i), state)
+        vertical, link = row
+        horizontal, skip = self.horizontal(horizontal, link[:, :, :, j : j + 1], bias_at(bias_h, i, j), state)
+        return vertical, horizontal, skip
 
     def vertical(self, vertical: torch.Tensor, bias: Bias, state: DecodingState | None = None
                  ) -> tuple[torch.Tensor, torch.Tensor]:
@@ -180,22 +168,14 @@ class RowsAboveConv(nn.Module):
     def forward(self, x: torch.Tensor, state: DecodingState | None = None) -> torch.Tensor:
         """``(B, F_in, H, W) -> (B, F_out, H, W)``. With a decoding ``state``, output row ``state.i``
         ``(B, F_out, 1, W)`` from input row ``i`` ``(B, F_in, 1, W)`` and the rows above, kept in a
-        padded map (``strict``: the state's image map, which the decoder fills; ``x`` is not read)."""
+        padded map (``strict``: the state's image map, which the model fills; ``x`` is not read)."""
         if state is None:
             return self.conv(F.pad(x, self.pad))[:, :, : x.shape[2]]
-        padded = state.cache(self, lambda: self.input_map(state))
+        padded = state.cache(self, lambda: state.padded(self.conv.in_channels, self.pad, image=self.strict))
         left, _, top, _ = self.pad
         if not self.strict:
             padded[:, :, state.i + top, left : left + x.shape[3]] = x[:, :, 0]
         return self.conv(padded[:, :, state.i : state.i + self.conv.kernel_size[0]])
-
-    def input_map(self, state: DecodingState) -> torch.Tensor:
-        """The zero-padded input map ``(B, F_in, H + top, W + left + right)`` of a decoding."""
-        if self.strict:
-            return state.image(self.pad)
-        left, right, top, _ = self.pad
-        _, H, W = state.shape
-        return state.zeros(state.batch_size, self.conv.in_channels, H + top, W + left + right)
 
 
 class GatedPixelCNN(RasterModel):
@@ -229,7 +209,12 @@ class GatedPixelCNN(RasterModel):
         for labels ``cond (B,)``, or ``(B, 2*hidden, H, W)`` maps in a location-dependent subclass."""
         if self.label is None:
             return [(0.0, 0.0)] * len(self.layers)
-        b = self.label(cond).view(len(cond), len(self.layers), 2, 2 * self.hidden, 1, 1)
+        return self.per_layer(self.label(cond)[:, :, None, None])
+
+    def per_layer(self, biases: torch.Tensor) -> list[tuple[Bias, Bias]]:
+        """Bias maps ``(B, L*4*hidden, H, W)`` -> per layer, (vertical, horizontal) ``(B, 2*hidden, H,
+        W)``."""
+        b = biases.unflatten(1, (len(self.layers), 2, 2 * self.hidden))
         return list(zip(b[:, :, 0].unbind(1), b[:, :, 1].unbind(1), strict=True))
 
     def features(self, x: torch.Tensor, cond: torch.Tensor | None = None,
@@ -276,10 +261,7 @@ class UpscalingGatedPixelCNN(GatedPixelCNN):
             raise ValueError("this super-resolution model needs cond, the low-resolution image")
         if tuple(cond.shape[-2:]) != self.lowres_size:
             raise ValueError(f"cond is {tuple(cond.shape[-2:])} but this model upscales {self.lowres_size}")
-        b = self.lowres_bias(self.lowres(cond))
-        B, _, H, W = b.shape
-        b = b.view(B, len(self.layers), 2, 2 * self.hidden, H, W)
-        return list(zip(b[:, :, 0].unbind(1), b[:, :, 1].unbind(1), strict=True))
+        return self.per_layer(self.lowres_bias(self.lowres(cond)))
 
 
 def bias_at(bias: Bias, i: int, j: int | None = None) -> Bias:

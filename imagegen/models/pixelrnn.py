@@ -48,12 +48,12 @@ left), and every colour of those is already known. The gradient causality tests 
 Class conditioning adds a learned bias per label to every LSTM layer's input (``V y``, y one-hot).
 
 Cached decoding (``RasterModel``) runs every layer at one pixel per step: each LSTM layer keeps the
-states of the row above and of the current row (``RowStates``, ``DiagonalStates``).
+states of the row above and of the current row.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
@@ -104,31 +104,6 @@ def unskew(y: torch.Tensor) -> torch.Tensor:
     return flat.view(B, Fe, H, D + 2)[:, :, :, :W]
 
 
-@dataclass
-class RowStates:
-    """A Row LSTM's states while decoding: hidden states ``(B, W + 2, n)`` (a zero column each side)
-    and cells ``(B, W, n)`` of the row above and of row ``i``, whose pixels fill in as they are decoded."""
-
-    above: torch.Tensor
-    cells_above: torch.Tensor
-    row: torch.Tensor
-    cells: torch.Tensor
-    i: int = 0
-
-    @classmethod
-    def zeros(cls, state: DecodingState, hidden: int) -> RowStates:
-        B, W = state.batch_size, state.shape[2]
-        return cls(*(state.zeros(B, W + pad, hidden) for pad in (2, 0, 2, 0)))
-
-    def at_row(self, i: int) -> RowStates:
-        """Move to row ``i``: on a new row the one just completed becomes the row above."""
-        if i != self.i:
-            self.i = i
-            self.above, self.row = self.row, self.above
-            self.cells_above, self.cells = self.cells, self.cells_above
-        return self
-
-
 class RowLSTM(nn.Module):
     """One Row LSTM (section 3.1): ``(B, 2n, H, W)`` -> hidden states ``(B, n, H, W)``.
     ``K_ss``, the width-3 convolution over the previous row, maps ``[left, centre, right]`` 3n -> 4n."""
@@ -158,13 +133,16 @@ class RowLSTM(nn.Module):
 
     def step(self, x: torch.Tensor, state: DecodingState) -> torch.Tensor:
         """Input ``(B, 2n, 1, 1)`` at pixel ``(i, j)`` -> hidden state ``(B, n, 1, 1)`` there: one
-        input-to-state window, one width-3 window of the row above, one cell update."""
-        rows = state.cache(self, lambda: RowStates.zeros(state, self.hidden)).at_row(state.i)
-        j = state.j
-        window = rows.above[:, j : j + 3].flatten(1)  # (B, 3n): left, centre, right of the row above
+        input-to-state window, one width-3 window of the row above, one cell update. Keeps the hidden
+        states ``(B, W + 2, n)`` (a zero column each side) and cells ``(B, W, n)`` of two rows: the row
+        above and row ``i``, in turn in each buffer."""
+        B, W, n, (i, j) = state.batch_size, state.shape[2], self.hidden, (state.i, state.j)
+        hidden, cells = state.cache(self, lambda: (state.zeros(2, B, W + 2, n), state.zeros(2, B, W, n)))
+        above, row = (i + 1) % 2, i % 2
+        window = hidden[above, :, j : j + 3].flatten(1)  # (B, 3n): left, centre, right of the row above
         gates = self.input_to_state(x, state)[:, :, 0, 0] + self.state_to_state(window)
-        out, cell = lstm_cell(gates, rows.cells_above[:, j])
-        rows.row[:, j + 1], rows.cells[:, j] = out, cell
+        out, cell = lstm_cell(gates, cells[above, :, j])
+        hidden[row, :, j + 1], cells[row, :, j] = out, cell
         return out[:, :, None, None]
 
 
@@ -229,25 +207,6 @@ class RowLSTMLayer(nn.Module):
         return x + self.up(self.lstm(x + bias, state))
 
 
-@dataclass
-class DiagonalStates:
-    """A Diagonal BiLSTM layer's states while decoding, each ``(B, n, W)``: the left-to-right hidden states
-    of the row above and of row ``i`` and the cells of row ``i`` (filled in as its pixels are decoded),
-    the layer's inputs on row ``i`` ``(B, 2n, W)``, and the right-to-left hidden states of the row above."""
-
-    above: torch.Tensor
-    row: torch.Tensor
-    cells: torch.Tensor
-    inputs: torch.Tensor
-    right_to_left: torch.Tensor
-    i: int = 0
-
-    @classmethod
-    def zeros(cls, state: DecodingState, hidden: int) -> DiagonalStates:
-        B, W = state.batch_size, state.shape[2]
-        return cls(*(state.zeros(B, width * hidden, W) for width in (1, 1, 1, 2, 1)))
-
-
 class DiagonalBiLSTMLayer(nn.Module):
     """Residual Diagonal BiLSTM layer: both directions, the right-to-left one mirrored back and
     shifted down one row, summed, ``1x1_B`` to 2n and added to the input. ``(B, 2n, H, W)``."""
@@ -272,30 +231,30 @@ class DiagonalBiLSTMLayer(nn.Module):
         to the left, plus the right-to-left state of the pixel above (the shift by one row). On a row's
         first step the row above is complete, and the right-to-left pass runs over it, right to left,
         from the layer's inputs on it: W steps once per row."""
+        B, W, n, (i, j) = state.batch_size, state.shape[2], self.left_to_right.hidden, (state.i, state.j)
+        # Left-to-right hidden states of the row above and of row i (in turn in each buffer), the cells and
+        # the layer's inputs on row i, and the right-to-left hidden states of the row above.
+        hidden, cells, inputs, right_to_left = state.cache(self, lambda: (
+            state.zeros(2, B, n, W), state.zeros(B, n, W), state.zeros(B, 2 * n, W), state.zeros(B, n, W)))
+        if state.new_row and i:
+            right_to_left.copy_(self.right_to_left.row_right_to_left(inputs, right_to_left))
+        above, row = hidden[(i + 1) % 2], hidden[i % 2]
         u = (x + bias)[:, :, 0, 0]
-        states = state.cache(self, lambda: DiagonalStates.zeros(state, self.left_to_right.hidden))
-        i, j = state.i, state.j
-        if i != states.i:
-            states.i = i
-            states.right_to_left = self.right_to_left.row_right_to_left(states.inputs, states.right_to_left)
-            states.above, states.row = states.row, states.above
-        left_to_right = self.left_to_right
-        left = states.row[:, :, j - 1] if j > 0 else state.zeros(len(u), left_to_right.hidden)
-        cell_left = states.cells[:, :, j - 1] if j > 0 else state.zeros(len(u), left_to_right.hidden)
-        gates_is = left_to_right.input_to_state(u[:, :, None, None])[:, :, 0, 0]
-        out, cell = left_to_right.cell(gates_is, states.above[:, :, j], left, cell_left)
-        states.row[:, :, j], states.cells[:, :, j], states.inputs[:, :, j] = out, cell, u
-        return x + self.up((out + states.right_to_left[:, :, j])[:, :, None, None])
+        left = row[:, :, j - 1] if j else state.zeros(B, n)
+        cell_left = cells[:, :, j - 1] if j else state.zeros(B, n)
+        gates_is = self.left_to_right.input_to_state(u[:, :, None, None])[:, :, 0, 0]
+        out, cell = self.left_to_right.cell(gates_is, above[:, :, j], left, cell_left)
+        row[:, :, j], cells[:, :, j], inputs[:, :, j] = out, cell, u
+        return x + self.up((out + right_to_left[:, :, j])[:, :, None, None])
 
 
 class PixelRNN(RasterModel):
-    """The frame both PixelRNNs share: mask-A input convolution, LSTM layers, output layers.
+    """The frame both PixelRNNs share: mask-A input convolution, ``num_layers`` LSTM layers made by
+    ``layer(hidden, channels)``, output layers. ``hidden`` is n (layers carry 2n features);
+    ``out_hidden`` is the per-colour width of the output layer."""
 
-    ``hidden`` is n (layers carry 2n features); ``out_hidden`` is the per-colour width of the
-    output layer. Subclasses make ``self.layers``.
-    """
-
-    def __init__(self, *, hidden: int, num_layers: int, first_kernel_size: int, out_hidden: int, **image):
+    def __init__(self, *, layer: Callable[[int, int], nn.Module], hidden: int = 8, num_layers: int = 2,
+                 first_kernel_size: int = 7, out_hidden: int = 16, **image):
         super().__init__(**image)
         check_ints(1, hidden=hidden, num_layers=num_layers, out_hidden=out_hidden)
         check_kernels(first_kernel_size=first_kernel_size)
@@ -305,9 +264,9 @@ class PixelRNN(RasterModel):
         self.hidden = hidden
         self.conv_in = MaskedConv2d(C, 2 * hidden, first_kernel_size, "A", C)
         self.label = nn.Embedding(self.num_classes, num_layers * 2 * hidden) if self.num_classes else None
-        self.layers: nn.ModuleList
         self.out = MaskedConv2d(2 * hidden, C * out_hidden, 1, "B", C)
         self.head = CategoricalHead(out_hidden, C, self.levels)
+        self.layers = nn.ModuleList(layer(hidden, C) for _ in range(num_layers))
 
     def label_biases(self, cond: torch.Tensor | None) -> list[Bias]:
         """Per layer, the input bias ``(B, 2n, 1, 1)`` of labels ``cond (B,)`` (0.0 if unconditional)."""
@@ -332,13 +291,9 @@ class RowLSTMModel(PixelRNN):
 
     name = "row_lstm"
 
-    def __init__(self, *, hidden: int = 8, num_layers: int = 2, kernel_size: int = 3,
-                 first_kernel_size: int = 7, out_hidden: int = 16, **image):
+    def __init__(self, *, kernel_size: int = 3, **frame):
         check_kernels(kernel_size=kernel_size)
-        super().__init__(hidden=hidden, num_layers=num_layers, first_kernel_size=first_kernel_size,
-                         out_hidden=out_hidden, **image)
-        C = self.channels
-        self.layers = nn.ModuleList(RowLSTMLayer(hidden, kernel_size, C) for _ in range(num_layers))
+        super().__init__(layer=lambda hidden, channels: RowLSTMLayer(hidden, kernel_size, channels), **frame)
 
 
 class DiagonalBiLSTMModel(PixelRNN):
@@ -346,8 +301,5 @@ class DiagonalBiLSTMModel(PixelRNN):
 
     name = "diagonal_bilstm"
 
-    def __init__(self, *, hidden: int = 8, num_layers: int = 2, first_kernel_size: int = 7,
-                 out_hidden: int = 16, **image):
-        super().__init__(hidden=hidden, num_layers=num_layers, first_kernel_size=first_kernel_size,
-                         out_hidden=out_hidden, **image)
-        self.layers = nn.ModuleList(DiagonalBiLSTMLayer(hidden, self.channels) for _ in range(num_layers))
+    def __init__(self, **frame):
+        super().__init__(layer=DiagonalBiLSTMLayer, **frame)

@@ -30,8 +30,6 @@ cross-attention's keys and values are computed once per decoding.
 
 from __future__ import annotations
 
-from collections.abc import Callable
-
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -48,8 +46,7 @@ class ChannelEmbedding(nn.Module):
 
     ``forward``: ``(B, C, H, W)`` integers -> ``(B, C, H, W, d)``. ``from_onehot`` computes the same
     from one-hot inputs ``(B, C, H, W, K)`` (the gradient causality tests feed it, see
-    ``tests/causality.py``); ``flat`` lays ``forward`` out as a sequence; ``at`` embeds the values
-    ``(B,)`` of one channel -> ``(B, d)``.
+    ``tests/causality.py``); ``at`` embeds the values ``(B,)`` of one channel -> ``(B, d)``.
     """
 
     def __init__(self, channels: int, levels: int, d: int):
@@ -61,10 +58,6 @@ class ChannelEmbedding(nn.Module):
         C, K, _ = self.weight.shape
         offset = torch.arange(C, device=x.device).view(1, C, 1, 1) * K
         return F.embedding(x.long() + offset, self.weight.flatten(0, 1)) * self.scale
-
-    def flat(self, x: torch.Tensor) -> torch.Tensor:
-        """``(B, C, H, W)`` integers -> ``(B, H*W*C, d)`` in flat sub-pixel order."""
-        return to_sequence(self(x))
 
     def from_onehot(self, onehot: torch.Tensor) -> torch.Tensor:
         return torch.einsum("bchwk,ckd->bchwd", onehot, self.weight) * self.scale
@@ -125,14 +118,14 @@ class KVCache:
 
 class MultiHeadAttention(nn.Module):
     """Multi-head attention ``(B, L, d) -> (B, L, d)`` with queries from ``x`` and keys/values from
-    ``x`` (self-attention) or a ``memory`` (cross-attention), by ``kernel``, a function of
-    ``attention.py`` resolved once (``kernel_function``)."""
+    ``x`` (self-attention) or a ``memory`` (cross-attention), by ``kernel``, a kernel function of
+    ``attention.py`` resolved once (``kernel_function``; the model sets it)."""
 
-    def __init__(self, d: int, heads: int, kernel: Callable):
+    def __init__(self, d: int, heads: int):
         super().__init__()
         if d % heads:
             raise ValueError(f"hidden={d} must be a multiple of num_heads={heads}")
-        self.heads, self.kernel = heads, kernel
+        self.heads, self.kernel = heads, kernel_function("auto")
         self.q = nn.Linear(d, d)
         self.kv = nn.Linear(d, 2 * d)
         self.out = nn.Linear(d, d)
@@ -170,12 +163,11 @@ class Block(nn.Module):
     """Self-attention, cross-attention to an encoder output (``cross``), feed-forward; each a
     residual sublayer with layer norm and dropout."""
 
-    def __init__(self, d: int, heads: int, ffn_hidden: int, dropout: float, cross: bool, norm_first: bool,
-                 kernel: Callable):
+    def __init__(self, d: int, heads: int, ffn_hidden: int, dropout: float, cross: bool, norm_first: bool):
         super().__init__()
         self.norm_first = norm_first
-        self.attn = MultiHeadAttention(d, heads, kernel)
-        self.cross = MultiHeadAttention(d, heads, kernel) if cross else None
+        self.attn = MultiHeadAttention(d, heads)
+        self.cross = MultiHeadAttention(d, heads) if cross else None
         self.ffn = nn.Sequential(nn.Linear(d, ffn_hidden), nn.ReLU(), nn.Linear(ffn_hidden, d))
         self.norms = nn.ModuleList(nn.LayerNorm(d) for _ in range(3 if cross else 2))
         self.drop = nn.Dropout(dropout)
@@ -204,30 +196,6 @@ def _pair(value, name: str) -> tuple[int, int]:
     return value
 
 
-class TransformerDecoder(CachedDecoder):
-    """Key/value-cached decoding of an ``ImageTransformer``: step ``t`` embeds the value pushed at
-    ``t - 1``, runs every block at position ``t`` only (``decode`` with the state) and returns the
-    head's input there. The encoder runs once, here."""
-
-    def __init__(self, model: ImageTransformer, batch_size: int, shape: tuple[int, int, int],
-                 cond: torch.Tensor | None = None):
-        super().__init__(model, batch_size, shape, cond)
-        _, _, self.pattern = model.layout(*shape, self.state.device)
-        self.pos = model.position(*shape)[self.order]
-        bias = model.context_bias(cond)
-        self.bias = bias[:, 0] if isinstance(bias, torch.Tensor) else bias
-        self.context = model.encode(cond, shape)
-        self.prev = self.state.zeros(batch_size, model.hidden)  # the shifted input of the next step
-
-    def features(self) -> torch.Tensor:
-        x = (self.prev + self.pos[self.step] + self.bias)[:, None]
-        return self.model.norm_out(self.model.decode(x, self.pattern, self.context, self.state)[:, 0])
-
-    def commit(self, values: torch.Tensor) -> None:
-        self.prev = self.model.input_embedding.at(values, self.channel[self.step])
-
-
-
 class ImageTransformer(AutoregressiveModel):
     """The Image Transformer: decoder-only, or encoder-decoder for super-resolution.
 
@@ -245,7 +213,7 @@ class ImageTransformer(AutoregressiveModel):
             sub-pixels (with their own embeddings) feeds to a cross-attention in every decoder block.
     """
 
-    decoder_class = TransformerDecoder
+    decoder_class = CachedDecoder
 
     def __init__(self, *, attention: str = "1d", hidden: int = 32, num_layers: int = 2, num_heads: int = 2,
                  ffn_hidden: int = 64, dropout: float = 0.0, block_length: int | None = None,
@@ -282,13 +250,12 @@ class ImageTransformer(AutoregressiveModel):
             raise ValueError(f"image size {H}x{W} is not a multiple of upscale_factor={upscale_factor}")
         self.attention, self.upscale_factor = attention, upscale_factor
         self.hidden, self.num_heads = hidden, num_heads
-        self._kernel, resolved = kernel, kernel_function(kernel)
         C, d, cross = self.channels, hidden, upscale_factor is not None
         self.input_embedding = ChannelEmbedding(C, self.levels, d)
         self.position = PositionEmbedding(C, H, W, d)
         self.label = nn.Embedding(self.num_classes, d) if self.num_classes else None
         self.drop = nn.Dropout(dropout)
-        self.blocks = nn.ModuleList(Block(d, num_heads, ffn_hidden, dropout, cross, norm_first, resolved)
+        self.blocks = nn.ModuleList(Block(d, num_heads, ffn_hidden, dropout, cross, norm_first)
                                     for _ in range(num_layers))
         self.norm_out = nn.LayerNorm(d) if norm_first else nn.Identity()
         self.head = CategoricalHead(d, C, self.levels)
@@ -296,9 +263,10 @@ class ImageTransformer(AutoregressiveModel):
             self.lowres_size = (H // upscale_factor, W // upscale_factor)
             self.enc_embedding = ChannelEmbedding(C, self.levels, d)
             self.enc_position = PositionEmbedding(C, *self.lowres_size, d)
-            self.encoder = nn.ModuleList(Block(d, num_heads, ffn_hidden, dropout, False, norm_first, resolved)
+            self.encoder = nn.ModuleList(Block(d, num_heads, ffn_hidden, dropout, False, norm_first)
                                          for _ in range(encoder_layers))
             self.enc_norm_out = nn.LayerNorm(d) if norm_first else nn.Identity()
+        self.kernel = kernel  # resolved once, into every attention
         self._layouts: dict = {}
 
     @property
@@ -313,11 +281,10 @@ class ImageTransformer(AutoregressiveModel):
 
     @kernel.setter
     def kernel(self, name: str) -> None:
-        resolved = kernel_function(name)
+        self._kernel, resolved = name, kernel_function(name)
         for module in self.modules():
             if isinstance(module, MultiHeadAttention):
                 module.kernel = resolved
-        self._kernel = name
 
     # --- layout -------------------------------------------------------------------------------
     def layout(self, C: int, H: int, W: int, device: torch.device | str = "cpu"
@@ -365,7 +332,7 @@ class ImageTransformer(AutoregressiveModel):
             raise ValueError(f"the super-resolution transformer upscales {want[1]}x{want[2]} low-resolution "
                              f"images by {f} to {H}x{W}: cond must be (B, {C}, {want[1]}, {want[2]}), "
                              f"got {got}")
-        x = self.drop(self.enc_embedding.flat(cond) + self.enc_position(*want))
+        x = self.drop(to_sequence(self.enc_embedding(cond)) + self.enc_position(*want))
         for block in self.encoder:
             x = block(x, None)
         return self.enc_norm_out(x)
@@ -374,7 +341,7 @@ class ImageTransformer(AutoregressiveModel):
         """Images ``(B, C, H, W)`` -> decoder input ``(B, N, d)`` in generation order: the shifted
         value embeddings plus position and class embeddings."""
         _, C, H, W = x.shape
-        e = self.input_embedding.flat(x)
+        e = to_sequence(self.input_embedding(x))
         pos = self.position(C, H, W)
         if order is not None:
             e, pos = e[:, order], pos[order]
@@ -397,3 +364,27 @@ class ImageTransformer(AutoregressiveModel):
         if rank is not None:
             out = out[:, rank]  # back to flat order
         return self.head(to_image(out, C, H, W))
+
+    def step(self, canvas: torch.Tensor, cond: torch.Tensor | None, state: DecodingState) -> torch.Tensor:
+        """Key/value-cached decoding: the logits ``(B, K)`` of sub-pixel ``order[t]`` from the canvas
+        ``(B, C*H*W)``: the value at ``t - 1`` embedded (the shifted input) and every block run at
+        position ``t`` alone. The position and class embeddings in generation order and the encoder
+        output are made on the first step."""
+        pos, bias, context, pattern = state.cache(self, lambda: self.decoding(cond, state))
+        t, C = state.t, state.shape[0]
+        if t:
+            before = state.order[t - 1]
+            prev = self.input_embedding.at(canvas[:, before], before % C)
+        else:
+            prev = state.zeros(state.batch_size, self.hidden)
+        x = (prev + pos[t] + bias)[:, None]
+        return self.head.at(self.norm_out(self.decode(x, pattern, context, state)[:, 0]), state.order[t] % C)
+
+    def decoding(self, cond: torch.Tensor | None, state: DecodingState) -> tuple:
+        """What every step of a decoding reads: the position embeddings in generation order
+        ``(N, d)``, the class embedding ``(B, d)`` (or 0), the encoder output and the local pattern."""
+        shape, device = state.shape, state.device
+        _, _, pattern = self.layout(*shape, device)
+        bias = self.context_bias(cond)
+        pos = self.position(*shape)[self.generation_order(*shape).to(device)]
+        return pos, bias[:, 0] if isinstance(bias, torch.Tensor) else bias, self.encode(cond, shape), pattern
