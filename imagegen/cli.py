@@ -6,6 +6,7 @@ input, 1 otherwise, 130 when interrupted); outputs are checked before any work i
 
 from __future__ import annotations
 
+import math
 import time
 from pathlib import Path
 
@@ -131,8 +132,8 @@ def sample(checkpoint, num, temperature, seed, label, out, decoder, device, prec
     if model.upscale_factor:
         raise ImagegenError("this is a super-resolution checkpoint: use `imagegen upscale --image SMALL.png`")
     cond = _labels(model, label, num, device)
-    with tqdm(total=num * model.channels * model.image_size[0] * model.image_size[1], unit="sub-px",
-              desc="sample", disable=None, leave=False) as bar:
+    with tqdm(total=num * math.prod(model.shape), unit="sub-px", desc="sample", disable=None,
+              leave=False) as bar:
         images = draw(model, num, temperature=temperature, seed=seed, cond=cond, decoder=decoder,
                       progress=lambda t, total: bar.update(1))
     save_grid(images.cpu(), out, levels=model.levels)
@@ -192,9 +193,9 @@ def evaluate(checkpoint, data_path, dataset, download, split, limit, batch_size,
         sized["channels"] = model.channels
     data = load_dataset(name, data_path, split, binarize=info.get("binarize"), val_size=info.get("val_size"),
                         download=download, **sized)
-    if data.images.shape[1:] != (model.channels, *model.image_size):
+    if data.images.shape[1:] != model.shape:
         raise ImagegenError(f"{data_path} holds {tuple(data.images.shape[1:])} images but the model "
-                            f"expects {(model.channels, *model.image_size)}")
+                            f"expects {model.shape}")
     images = data.images[:limit] if limit else data.images
     if len(images) == 0:
         raise ImagegenError(f"the {split} split of {data_path} has no images: choose another --split")
@@ -325,7 +326,7 @@ def complete(images, keep_rows, keep_fraction, mask, label, resize, out, checkpo
     if model.upscale_factor:
         raise ImagegenError("this is a super-resolution checkpoint: use `imagegen upscale`, or pass a "
                             "--checkpoint of an unconditional model to complete")
-    shape = (model.channels, *model.image_size)
+    shape = model.shape
     if keep_rows is not None:
         if keep_rows > shape[1]:
             raise ImagegenError(f"--keep-rows {keep_rows} is more than the model's {shape[1]} rows")
@@ -384,8 +385,8 @@ def upscale(images, resize, out, checkpoint, num, temperature, seed, out_dir, de
                             f"(shipped: {ckpt.DEFAULT_UPSCALER})")
     inputs = [_model_sized(model, path, resize, low=True) for path in images]
     rows = []
-    with tqdm(total=len(inputs) * num * model.channels * model.image_size[0] * model.image_size[1],
-              unit="sub-px", desc="upscale", disable=None, leave=False) as bar:
+    total = len(inputs) * num * math.prod(model.shape)
+    with tqdm(total=total, unit="sub-px", desc="upscale", disable=None, leave=False) as bar:
         for k, low in enumerate(inputs):
             cond = low[None].expand(num, -1, -1, -1).to(device)
             drawn = draw(model, num, temperature=temperature, seed=_seed(seed, k), cond=cond,

@@ -78,7 +78,7 @@ def make_model(config: Config, data: ImageData) -> AutoregressiveModel:
         model = build_model(name, **kwargs)
     except ValueError as e:
         raise ConfigError(f"model section: {e}") from None
-    shape, data_shape = (model.channels, *model.image_size), tuple(data.images.shape[1:])
+    shape, data_shape = model.shape, tuple(data.images.shape[1:])
     if shape != data_shape:
         raise ConfigError(f"model section: channels and image_size give {shape} images but the data's are "
                           f"{data_shape}: leave them out (they default to the data's)")

@@ -103,7 +103,7 @@ def train_steps(model, opt, x, steps: int, bf16: bool) -> float:
 
 def bench_training(model, config, args, device) -> list[list[str]]:
     """Images/s (median over timed steps) of fp32 and bf16, interleaved step by step."""
-    x = torch.randint(0, model.levels, (args.batch_size, model.channels, *model.image_size),
+    x = torch.randint(0, model.levels, (args.batch_size, *model.shape),
                       generator=torch.Generator().manual_seed(args.seed)).to(device)
     variants = []
     for bf16 in (False, True):
