@@ -94,6 +94,7 @@ SMALL = {
     "gated_pixelcnn_sr": dict(hidden=6, num_layers=2, upscale_factor=2),
     "row_lstm": dict(hidden=6, num_layers=2),
     "diagonal_bilstm": dict(hidden=6, num_layers=2),
+    "dilated_pixelcnn": dict(hidden=6, num_layers=3),
     "transformer_1d": dict(hidden=8, num_layers=2, num_heads=2, ffn_hidden=16, block_length=8,
                            memory_length=4),
     "transformer_2d": dict(hidden=8, num_layers=2, num_heads=2, ffn_hidden=16, query_shape=(2, 6),

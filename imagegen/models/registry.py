@@ -6,6 +6,7 @@ from collections.abc import Callable
 from functools import partial
 
 from .base import AutoregressiveModel
+from .dilated import DilatedPixelCNN
 from .pixelcnn import GatedPixelCNN, PixelCNN, UpscalingGatedPixelCNN
 from .pixelrnn import DiagonalBiLSTMModel, RowLSTMModel
 from .transformer import ImageTransformer
@@ -16,6 +17,7 @@ MODELS: dict[str, Callable[..., AutoregressiveModel]] = {
     "gated_pixelcnn_sr": UpscalingGatedPixelCNN,
     "row_lstm": RowLSTMModel,
     "diagonal_bilstm": DiagonalBiLSTMModel,
+    "dilated_pixelcnn": DilatedPixelCNN,
     "transformer_1d": partial(ImageTransformer, attention="1d"),
     "transformer_2d": partial(ImageTransformer, attention="2d"),
     "transformer_sr_1d": partial(ImageTransformer, attention="1d", upscale_factor=4, encoder_layers=2),
