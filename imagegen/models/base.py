@@ -17,17 +17,19 @@ from .decoding import CachedDecoder, Decoder, DecodingState, ReferenceDecoder
 from .layout import subpixels
 
 
-def raster_order(channels: int, height: int, width: int) -> torch.Tensor:
-    """Raster over pixels, colour channels within a pixel: ``arange(C*H*W)``."""
-    return torch.arange(channels * height * width)
-
-
 def check_ints(minimum: int, **values: object) -> None:
     """Raise ValueError unless every value is an integer >= ``minimum`` (the hparams that count
     features, layers, heads or classes); ``None`` values are skipped (optional, left at the default)."""
     for name, value in values.items():
         if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value < minimum):
             raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
+
+
+def check_groups(hidden: int, channels: int) -> None:
+    """Raise ValueError unless ``hidden`` features split into ``channels`` equal colour groups (as the
+    gated units' halves need)."""
+    if hidden % channels:
+        raise ValueError(f"hidden={hidden} must be a multiple of channels={channels}")
 
 
 def check_kernels(**sizes: object) -> None:
@@ -117,7 +119,7 @@ class AutoregressiveModel(nn.Module):
 
     def generation_order(self, channels: int, height: int, width: int) -> torch.Tensor:
         """Flat sub-pixel indices ``(C*H*W,)`` in generation order (default: raster, then R, G, B)."""
-        return raster_order(channels, height, width)
+        return torch.arange(channels * height * width)
 
     def decoder(self, batch_size: int, shape: tuple[int, int, int] | None = None,
                 cond: torch.Tensor | None = None) -> Decoder:

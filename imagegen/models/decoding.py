@@ -1,7 +1,8 @@
 """Incremental decoding: the reference decoder every model has, and the cached one built from layer steps.
 
 A ``Decoder`` serves the sampler: ``next_logits()`` for sub-pixel ``order[step]``, then ``push`` its
-value onto the ``canvas``. ``ReferenceDecoder`` re-runs ``forward`` on the whole canvas at every step.
+value onto the ``canvas``. ``ReferenceDecoder`` re-runs ``forward`` on the whole canvas at every step:
+slow, plainly right.
 
 ``CachedDecoder`` calls ``model.step(canvas, cond, state)`` instead, which computes one position. Each
 layer owns that computation: given the ``DecodingState`` it computes its output at the state's position
@@ -12,8 +13,9 @@ for the convolutional and recurrent families, ``ImageTransformer.step``).
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Protocol, TypeVar
+from typing import TYPE_CHECKING, TypeVar
 
 import torch
 
@@ -25,46 +27,38 @@ if TYPE_CHECKING:
 T = TypeVar("T")
 
 
-class Decoder(Protocol):
-    """Incremental decoding: ask for the next sub-pixel's logits, then commit its value."""
-
-    order: torch.Tensor  # (C*H*W,) flat indices in generation order
-    step: int  # how many sub-pixels have been pushed
-    canvas: torch.Tensor  # (B, C*H*W) long: the values pushed, in flat order (zeros elsewhere)
-
-    def next_logits(self) -> torch.Tensor:
-        """``(B, K)`` logits of sub-pixel ``order[step]``."""
-        ...
-
-    def push(self, values: torch.Tensor) -> None:
-        """Commit the values ``(B,)`` of sub-pixel ``order[step]`` and advance."""
-        ...
-
-
-class ReferenceDecoder:
-    """Decodes by running the full model on the canvas for every sub-pixel: slow but plainly right."""
+class Decoder(ABC):
+    """Incremental decoding of ``batch_size`` images of ``shape = (C, H, W)``: ``next_logits()`` gives the
+    ``(B, K)`` logits of sub-pixel ``order[step]``, ``push(values)`` commits its values ``(B,)`` onto the
+    ``canvas`` (``(B, C*H*W)`` long, flat order, zeros where nothing is pushed yet) and advances."""
 
     def __init__(self, model: AutoregressiveModel, batch_size: int, shape: tuple[int, int, int],
                  cond: torch.Tensor | None = None):
         device = next(model.parameters()).device
         self.model, self.cond, self.shape = model, cond, shape
         self.canvas = torch.zeros(batch_size, shape[0] * shape[1] * shape[2], dtype=torch.long, device=device)
-        self.order = model.generation_order(*shape).to(device)
+        self.order = model.generation_order(*shape).to(device)  # (C*H*W,) flat indices in generation order
         self.positions = self.order.tolist()
-        self.step = 0
+        self.step = 0  # how many sub-pixels have been pushed
 
-    def next_logits(self) -> torch.Tensor:
-        logits = self.model(to_image(self.canvas, *self.shape), self.cond)  # (B, C, H, W, K)
-        return to_sequence(logits)[:, self.positions[self.step]]
+    @abstractmethod
+    def next_logits(self) -> torch.Tensor: ...
 
     def push(self, values: torch.Tensor) -> None:
         self.canvas[:, self.positions[self.step]] = values
         self.step += 1
 
 
-class CachedDecoder(ReferenceDecoder):
-    """Decodes by ``model.step``: one position per step from the layers' caches in ``state``, on the
-    reference decoder's canvas (``(B, C*H*W)`` pushed values in flat order, zeros elsewhere)."""
+class ReferenceDecoder(Decoder):
+    """Decodes by running the full model on the canvas for every sub-pixel: slow but plainly right."""
+
+    def next_logits(self) -> torch.Tensor:
+        logits = self.model(to_image(self.canvas, *self.shape), self.cond)  # (B, C, H, W, K)
+        return to_sequence(logits)[:, self.positions[self.step]]
+
+
+class CachedDecoder(Decoder):
+    """Decodes by ``model.step``: one position per step from the layers' caches in ``state``."""
 
     def __init__(self, model: AutoregressiveModel, batch_size: int, shape: tuple[int, int, int],
                  cond: torch.Tensor | None = None):

@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .base import RasterModel, check_ints, check_kernels
+from .base import RasterModel, check_groups, check_ints, check_kernels
 from .decoding import DecodingState
 from .head import CategoricalHead
 from .masked import MaskedConv2d
@@ -47,12 +47,11 @@ class DilatedPixelCNN(RasterModel):
     def __init__(self, *, hidden: int = 12, num_layers: int = 4, kernel_size: int = 3,
                  first_kernel_size: int = 7, dilation_cycle: int = 3, out_hidden: int = 16, **image):
         super().__init__(**image)
+        C = self.channels
         check_ints(1, hidden=hidden, num_layers=num_layers, dilation_cycle=dilation_cycle,
                    out_hidden=out_hidden)
+        check_groups(hidden, C)
         check_kernels(kernel_size=kernel_size, first_kernel_size=first_kernel_size)
-        C = self.channels
-        if hidden % C:
-            raise ValueError(f"hidden={hidden} must be a multiple of channels={C}")
         self.conv_in = MaskedConv2d(C, hidden, first_kernel_size, "A", C)
         self.label = nn.Embedding(self.num_classes, num_layers * 2 * hidden) if self.num_classes else None
         self.blocks = nn.ModuleList(DilatedBlock(hidden, kernel_size, 2 ** (k % dilation_cycle), C)

@@ -20,7 +20,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .base import RasterModel, check_ints, check_kernels
+from .base import RasterModel, check_groups, check_ints, check_kernels
 from .conditioning import LowResolutionStack
 from .decoding import DecodingState
 from .head import CategoricalHead
@@ -191,8 +191,7 @@ class GatedPixelCNN(RasterModel):
                    out_hidden=out_hidden)
         check_kernels(kernel_size=kernel_size, first_kernel_size=first_kernel_size)
         C = self.channels
-        if hidden % C:
-            raise ValueError(f"hidden={hidden} must be a multiple of channels={C}")
+        check_groups(hidden, C)
         skip_features = skip_features or 2 * hidden
         self.hidden = hidden
         self.layers = nn.ModuleList(

@@ -22,11 +22,10 @@ One class, ``ImageTransformer``, serves the four registered variants: ``attentio
 picks the local pattern, and ``upscale_factor`` makes it the super-resolution model (section 5.3),
 which adds an encoder of ``encoder_layers`` full self-attention blocks over the low-resolution
 sub-pixels and a cross-attention sublayer in every decoder block. Decoding is key/value cached
-(``TransformerDecoder``): a step runs every block at one position; each self-attention keeps its keys
-and values (``KVCache``) and attends to its query block's memory; the encoder output and each
+(``ImageTransformer.step``): a step runs every block at one position; each self-attention keeps its
+keys and values (``KVCache``) and attends to its query block's memory; the encoder output and each
 cross-attention's keys and values are computed once per decoding.
 """
-
 
 from __future__ import annotations
 
