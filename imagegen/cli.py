@@ -68,7 +68,8 @@ def _load(checkpoint: str | None, device: str, precision: str = "fp32"):
               help="Run directory (default: runs/<config name>).")
 @click.option("--resume", is_flag=True, help="Continue the run in --output-dir from its last checkpoint.")
 @click.option("--max-steps", type=click.IntRange(min=1), help="Train to this many optimiser steps.")
-@click.option("--data", "data_path", help="Dataset file or folder (overrides data.path).")
+@click.option("--data", "data_path", help="Dataset file or folder (overrides data.path; without either: "
+              "$IMAGEGEN_DATA/<dataset>, by default ~/.cache/imagegen/<dataset>).")
 @click.option("--download", is_flag=True, help="Download the dataset if it is missing (MNIST, CIFAR-10).")
 @_friendly
 def train(config, overrides, output_dir, resume, max_steps, data_path, download):
@@ -156,9 +157,10 @@ def _labels(model, label: int | None, num: int, device: str):
 
 @main.command("eval")
 @click.option("--checkpoint", "-c", help="Checkpoint directory or shipped name (default: the shipped one).")
-@click.option("--data", "data_path", required=True, help="Dataset file or folder.")
+@click.option("--data", "data_path", help="Dataset file or folder (default: $IMAGEGEN_DATA/<dataset>, by "
+              "default ~/.cache/imagegen/<dataset>).")
 @click.option("--dataset", help="Dataset name (default: the one the checkpoint was trained on).")
-@click.option("--download", is_flag=True, help="Download the dataset into --data if it is missing.")
+@click.option("--download", is_flag=True, help="Download the dataset if it is missing (MNIST, CIFAR-10).")
 @click.option("--split", type=click.Choice(["train", "val", "test"]), default="val", show_default=True,
               help="val to compare and choose models; test once per final model, for a results table.")
 @click.option("--limit", type=click.IntRange(min=1), help="Evaluate only the first N images.")
@@ -177,7 +179,8 @@ def evaluate(checkpoint, data_path, dataset, download, split, limit, batch_size,
     from tqdm.auto import tqdm
 
     from . import checkpoint as ckpt
-    from .data import load_dataset
+    from .data import dataset as dataset_entry
+    from .data import default_root, load_dataset
     from .metrics import bits_per_dim, superres_metrics
 
     info = ckpt.read_info(checkpoint)
@@ -185,13 +188,12 @@ def evaluate(checkpoint, data_path, dataset, download, split, limit, batch_size,
     name = dataset or info.get("dataset")
     if not name:
         raise ImagegenError("the checkpoint does not record its dataset: pass --dataset")
-    key = str(name).lower().replace("-", "_")
-    # Image folders (and CelebA) are cropped and resized to the model's size and channels.
-    sized = {"image_size": model.image_size[0]} if key in ("folder", "celeba") else {}
-    if key == "folder":
-        sized["channels"] = model.channels
+    entry = dataset_entry(name, data_path)
+    # Image files (a folder, CelebA) are cropped and resized to the model's size and channels.
+    sized = dict(image_size=model.image_size[0], channels=model.channels) if entry.any_size else {}
     data = load_dataset(name, data_path, split, binarize=info.get("binarize"), val_size=info.get("val_size"),
                         download=download, **sized)
+    data_path = data_path or default_root(entry.name)
     if data.images.shape[1:] != (model.channels, *model.image_size):
         raise ImagegenError(f"{data_path} holds {tuple(data.images.shape[1:])} images but the model "
                             f"expects {(model.channels, *model.image_size)}")

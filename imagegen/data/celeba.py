@@ -15,7 +15,8 @@ from imagegen.errors import DataError
 from .dataset import ImageData
 from .folder import find_images, read_images
 
-FILES = "the img_align_celeba folder of CelebA (or its parent)"
+FILES = ("the img_align_celeba folder of CelebA (or its parent; from "
+         "https://mmlab.ie.cuhk.edu.hk/projects/CelebA.html)")
 _PARTITION = {"train": 0, "val": 1, "test": 2}
 _LAST = (162770, 182637, 202599)  # last image number of each partition in the standard split
 
