@@ -13,7 +13,7 @@ from PIL import Image
 from imagegen.errors import DataError
 
 from .dataset import ImageData, labelled
-from .files import READ_ERRORS, load_npz, npz_keys, one_line, reading, require_file
+from .files import READ_ERRORS, load_npz, one_line, reading, require_file
 
 FOLDER_NAME = "cifar-10-batches-py"
 BATCHES = {"train": [f"data_batch_{i}" for i in range(1, 6)], "test": ["test_batch"]}
@@ -96,12 +96,10 @@ def decode_jpegs(buffer: np.ndarray, offsets: np.ndarray, where: str) -> np.ndar
 
 
 def _from_npz(path: Path, split: str) -> tuple[np.ndarray, np.ndarray]:
-    if f"jpeg_{split}" in npz_keys(path, _EXPECTED_NPZ):
-        jk, ok, yk = f"jpeg_{split}", f"offsets_{split}", f"y_{split}"
-        d = load_npz(path, [jk, ok, yk], _EXPECTED_NPZ)
+    jk, ok, xk, yk = (f"{name}_{split}" for name in ("jpeg", "offsets", "x", "y"))
+    d = load_npz(path, [jk, ok, yk], [xk, yk], expected=_EXPECTED_NPZ)
+    if jk in d:
         return decode_jpegs(d[jk], d[ok], f"{path} ({jk})").transpose(0, 3, 1, 2), d[yk]
-    xk, yk = f"x_{split}", f"y_{split}"
-    d = load_npz(path, [xk, yk], _EXPECTED_NPZ)
     x = d[xk]
     if x.ndim != 4 or 3 not in (x.shape[1], x.shape[3]):
         raise DataError(f"{path} ({xk}): images have shape {x.shape}, expected (N, 32, 32, 3) or "

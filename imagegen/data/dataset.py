@@ -89,36 +89,23 @@ def carve_val(data: ImageData, split: str, val_size: int | None, where: object, 
     return ImageData(data.images[index], labels, data.levels, data.num_classes)
 
 
-def labels_tensor(labels: np.ndarray, num_classes: int, where: str, *, offset: int = 0) -> torch.Tensor:
-    """Integer array (N,) -> int64 tensor (N,) minus `offset`, checked to lie in [0, num_classes)."""
-    if labels.ndim != 1 or not np.issubdtype(labels.dtype, np.integer):
-        raise DataError(
-            f"{where}: labels must be a 1-D integer array, got {labels.dtype} of shape {labels.shape}"
-        )
-    out = torch.from_numpy(labels.astype(np.int64)) - offset
-    if out.numel() and (int(out.min()) < 0 or int(out.max()) >= num_classes):
-        lo, hi = int(out.min()) + offset, int(out.max()) + offset
-        raise DataError(f"{where}: labels must lie in {offset}..{num_classes - 1 + offset}, found {lo}..{hi}")
-    return out
-
-
-def uint8_images(x: np.ndarray, where: str) -> np.ndarray:
-    """Check that an integer array holds 8-bit pixel values and return it as uint8 (same shape)."""
-    if x.dtype == np.uint8:
-        return x
-    if not np.issubdtype(x.dtype, np.integer):
-        raise DataError(f"{where}: images must be uint8 pixel values 0..255, got dtype {x.dtype}")
-    if x.size and (x.min() < 0 or x.max() > 255):
-        raise DataError(f"{where}: images must hold pixel values 0..255, found {x.min()}..{x.max()}")
-    return x.astype(np.uint8)
-
-
 def labelled(images: np.ndarray, labels: np.ndarray, num_classes: int, where: str, offset: int = 0
              ) -> ImageData:
-    """A labelled 8-bit split from integer arrays: images (N, C, H, W), labels (N,) in
-    ``offset .. num_classes - 1 + offset``; DataError (naming ``where``) unless they fit."""
+    """A labelled 8-bit split from integer arrays: images (N, C, H, W) of values 0..255, labels (N,) in
+    ``offset .. num_classes - 1 + offset`` (stored minus ``offset``); DataError naming ``where`` unless
+    they are."""
     if len(images) != len(labels):
         raise DataError(f"{where}: {len(images)} images but {len(labels)} labels; the file is inconsistent")
-    pixels = torch.from_numpy(np.ascontiguousarray(uint8_images(images, where)))
-    return ImageData(pixels, labels_tensor(labels, num_classes, where, offset=offset), 256,
-                     num_classes)
+    if not np.issubdtype(images.dtype, np.integer):
+        raise DataError(f"{where}: images must be uint8 pixel values 0..255, got dtype {images.dtype}")
+    if images.dtype != np.uint8 and images.size and (images.min() < 0 or images.max() > 255):
+        raise DataError(f"{where}: images must hold pixel values 0..255, found "
+                        f"{images.min()}..{images.max()}")
+    if labels.ndim != 1 or not np.issubdtype(labels.dtype, np.integer):
+        raise DataError(f"{where}: labels must be a 1-D integer array, got {labels.dtype} of shape "
+                        f"{labels.shape}")
+    if labels.size and (labels.min() < offset or labels.max() >= num_classes + offset):
+        raise DataError(f"{where}: labels must lie in {offset}..{num_classes - 1 + offset}, found "
+                        f"{labels.min()}..{labels.max()}")
+    pixels = torch.from_numpy(np.ascontiguousarray(images, dtype=np.uint8))
+    return ImageData(pixels, torch.from_numpy(labels.astype(np.int64) - offset), 256, num_classes)

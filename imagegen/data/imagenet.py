@@ -61,7 +61,7 @@ def parts(path: Path, split: str, *, side: int) -> list[tuple[Path, int]]:
     else:
         found = [path]
     # Labels are small: counting them first sizes the shared copy before any images are read.
-    return [(f, len(load_npz(f, ["labels"], "a downsampled-ImageNet npz with 'labels'")["labels"]))
+    return [(f, len(load_npz(f, ["labels"], expected="a downsampled-ImageNet npz with 'labels'")["labels"]))
             for f in found]
 
 
@@ -69,7 +69,7 @@ def read(path: Path, split: str, *_: object, side: int) -> ImageData:
     """One npz batch of downsampled ImageNet at ``side`` (32 or 64): images uint8 (N, 3, side, side),
     labels int64 (N,) converted from the files' 1..1000 to 0..999."""
     expected = f"a downsampled-ImageNet npz with 'data' (N, {3 * side * side}) uint8 and 'labels' 1..1000"
-    d = load_npz(path, ["data", "labels"], expected)
+    d = load_npz(path, ["data", "labels"], expected=expected)
     data, labels = d["data"], d["labels"]
     if data.ndim != 2 or data.shape[1] != 3 * side * side:
         found = int(round((data.shape[1] / 3) ** 0.5)) if data.ndim == 2 else None

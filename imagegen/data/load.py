@@ -31,34 +31,27 @@ def load_dataset(
     channels: int | None = None,
     val_size: int | None = None,
 ) -> ImageData:
-    """Load one split of a dataset.
+    """One split of the dataset ``name`` (see ``DATASETS``) as ImageData: images uint8 (N, C, H, W),
+    labels int64 (N,) or None. DataError (one line, naming the path) for anything missing, unknown or
+    unreadable.
 
-    name: one of available_datasets().
-    path: a dataset file (.npz) or directory; None looks in `root` (default: default_root(name), under
-        $IMAGEGEN_DATA or ~/.cache/imagegen). A directory without the files is filled by downloading
-        when download=True (MNIST, CIFAR-10, checked against their md5).
-    split: "train", "val" or "test". "val" is carved out of the training files (a fixed random
-        subset of val_size images, see ``carve_val``) and "train" is the rest, so the two never
-        overlap; "test" is the official test split (for ImageNet, whose test labels are private, the
-        official validation files, as the papers report). CelebA has its own val split. A folder is
-        one pool: train and val are carved from it, and test is every image in it (point --data at
-        held-out images to evaluate them).
-    val_size: images in the val split; None gives the dataset's default (MNIST 5,000, CIFAR-10
-        5,000, ImageNet 10,000, a folder 5,000) or a tenth of the training images, whichever is
-        fewer; 0 leaves train whole.
-    image_size: side to resize to; required for "folder", 32 by default for "celeba" (the
-        img_align_celeba folder, split by list_eval_partition.txt or the standard numbering),
-        optional elsewhere (a size other than the native one crops/resizes every image with a BOX
-        filter down, BICUBIC up).
+    path: a dataset file or directory; None: `root`, by default ``default_root(name)`` (under
+        $IMAGEGEN_DATA or ~/.cache/imagegen), filled by downloading when `download` and the dataset
+        allows (MNIST, CIFAR-10, checked against their md5).
+    split: "train", "val" or "test". Unless the dataset has its own val (CelebA), val is a fixed random
+        subset of val_size training images (``carve_val``; None: the dataset's ``val_size`` or a tenth
+        of the images, whichever is fewer; 0 leaves train whole) and train the rest. Test is the
+        official test split (ImageNet: the official validation files, as the papers report); a folder
+        is one pool, and its test is every image in it.
+    image_size: side to resize to (BOX filter down, BICUBIC up, center-cropped to a square first);
+        required for "folder", 32 by default for "celeba".
     binarize: None, "threshold" (pixel > 127) or "stochastic" (Bernoulli(pixel/255), drawn once with
-        a fixed seed); "threshold" by default for binarized_mnist. Binarized data has levels 2.
+        a fixed seed); the dataset's own by default (threshold for binarized_mnist). Levels become 2.
     channels: 1 (grayscale) or 3 (RGB) for folder; other datasets accept only their own count.
-    Returns ImageData: images uint8 (N, C, H, W), labels int64 (N,) or None. ImageNet's images are
-    memory-mapped from a copy made once under data_root()/memmap and shared by every process.
-    Raises DataError (one line, naming the path) for anything missing, unknown or unreadable.
+    ImageNet's images are memory-mapped from a copy made once (``memmap.load_carved``).
     """
-    spec = dataset(name, path if path is not None else root)
     where = path if path is not None else root
+    spec = dataset(name, where)
     if where is None:
         where = default_root(spec.name) if spec.home else spec.name
     if binarize is not None and binarize not in BINARIZE_MODES:

@@ -82,7 +82,7 @@ def _from_idx(directory: Path, split: str) -> tuple[np.ndarray, np.ndarray]:
 
 def _from_npz(path: Path, split: str) -> tuple[np.ndarray, np.ndarray]:
     xk, yk = f"x_{split}", f"y_{split}"
-    d = load_npz(path, [xk, yk], "an MNIST .npz with arrays x_train, y_train, x_test, y_test")
+    d = load_npz(path, [xk, yk], expected="an MNIST .npz with arrays x_train, y_train, x_test, y_test")
     x = d[xk]
     if x.ndim == 4 and 1 in (x.shape[1], x.shape[3]):  # (N, 1, 28, 28) or (N, 28, 28, 1)
         x = x[:, 0] if x.shape[1] == 1 else x[..., 0]
