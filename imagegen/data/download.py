@@ -13,6 +13,7 @@ from pathlib import Path
 from imagegen import durable
 from imagegen.errors import DataError
 
+from .cifar import FOLDER_NAME
 from .files import one_line
 
 log = logging.getLogger(__name__)
@@ -27,7 +28,6 @@ MNIST_MD5 = {
 }
 CIFAR10_URL = "https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz"
 CIFAR10_MD5 = "c58f30108f718f92721af3b95e74349a"
-CIFAR10_FOLDER = "cifar-10-batches-py"
 
 
 def fetch(url: str, dest: Path, md5: str, manual: str, timeout: float = TIMEOUT_S) -> Path:
@@ -80,15 +80,15 @@ def cifar10(directory: Path) -> None:
     The folder appears whole or not at all; an entry reaching outside it is refused (tarfile's "data"
     filter)."""
     manual = (
-        f"download {CIFAR10_URL} yourself and extract its {CIFAR10_FOLDER}/ folder into {directory}, "
+        f"download {CIFAR10_URL} yourself and extract its {FOLDER_NAME}/ folder into {directory}, "
         "or pass the path of your copy (--data)"
     )
     if not hasattr(tarfile, "data_filter"):
         raise DataError(f"extracting CIFAR-10 safely needs Python >= 3.10.12 (tarfile's data filter): "
                         f"{manual}")
     archive = fetch(CIFAR10_URL, directory / "cifar-10-python.tar.gz", CIFAR10_MD5, manual)
-    top = CIFAR10_FOLDER + "/"
-    with durable.atomic_directory(directory / CIFAR10_FOLDER) as tmp:
+    top = FOLDER_NAME + "/"
+    with durable.atomic_directory(directory / FOLDER_NAME) as tmp:
         try:
             with tarfile.open(archive, "r:gz") as tar:
                 members = [m.replace(name=m.name[len(top):]) for m in tar if m.name.startswith(top)]

@@ -82,24 +82,14 @@ def to_8bit(im: Image.Image, channels: int) -> Image.Image:
     return im.convert(MODES[channels])
 
 
-def read_image(path: Path, image_size: int, channels: int = 3) -> np.ndarray:
-    """Open one image file (``open_image``: EXIF rotation, any mode to L or RGB), center-crop and
-    resize.
-
-    Returns uint8 (channels, image_size, image_size).
-    """
-    im = open_image(path, channels=channels)
-    pixels = np.asarray(crop_resize(im, image_size), dtype=np.uint8)
-    return pixels[None] if channels == 1 else pixels.transpose(2, 0, 1)
-
-
 def read_images(files: list[Path], image_size: int, channels: int) -> ImageData:
-    """Decode, center-crop and resize image files: uint8 (len(files), channels, image_size, image_size),
-    no labels, levels 256."""
+    """Open image files (``open_image``: EXIF rotation, any mode to L or RGB), center-crop and resize
+    them: uint8 (len(files), channels, image_size, image_size), no labels, levels 256."""
     images = np.empty((len(files), channels, image_size, image_size), dtype=np.uint8)
     for i, f in enumerate(files):
-        images[i] = read_image(f, image_size, channels)
-    return ImageData(images=torch.from_numpy(images), labels=None, levels=256, num_classes=None)
+        pixels = np.asarray(crop_resize(open_image(f, channels=channels), image_size))
+        images[i] = pixels.reshape(image_size, image_size, channels).transpose(2, 0, 1)
+    return ImageData(torch.from_numpy(images), None, 256, None)
 
 
 def read(directory: Path, split: str, image_size: int | None, channels: int | None) -> ImageData:

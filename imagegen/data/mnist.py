@@ -39,7 +39,7 @@ def read_idx(path: Path, magic: int) -> np.ndarray:
         raise DataError(f"{path}: magic number {found}, expected {magic}; this is not an MNIST {kind} file")
     header = 4 + 4 * data[3]
     with reading(path, f"an MNIST {kind} file"):
-        dims = [int.from_bytes(data[i : i + 4], "big") for i in range(4, header, 4)]
+        dims = np.frombuffer(data, ">u4", data[3], offset=4).tolist()
         if len(data) != header + int(np.prod(dims)):
             raise DataError(
                 f"{path}: header promises shape {tuple(dims)} ({header + int(np.prod(dims))} bytes) but "
