@@ -266,6 +266,8 @@ def explain_attention(image, pixel, checkpoint, layer, head, label, resize, out,
 def explain_receptive_field(pixel, images, checkpoint, num, seed, label, resize, out, device):
     """How strongly one sub-pixel's log-likelihood depends on every input sub-pixel (gradient
     magnitude, averaged over images); the sub-pixel and its future in generation order hatched."""
+    import copy
+
     from .explain.receptive_field import future, plot_receptive_field, receptive_field
     from .sampling import sample as draw
 
@@ -278,7 +280,9 @@ def explain_receptive_field(pixel, images, checkpoint, num, seed, label, resize,
         raise ImagegenError("a super-resolution model needs the images to average over: pass --image")
     else:
         cond = _labels(model, label, num, device)
-        x = draw(model, num, seed=seed, cond=cond)
+        # A copy samples: sample() runs in inference mode, and caches a model fills there (the
+        # transformer's layout) cannot take part in the gradients taken next.
+        x = draw(copy.deepcopy(model), num, seed=seed, cond=cond)
     field = receptive_field(model, x, pixel, cond)
     later = future(model, tuple(x.shape[1:]), pixel)
     source = f"{len(images)} image(s)" if images else f"{num} samples of the model (seed {seed})"

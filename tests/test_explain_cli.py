@@ -96,10 +96,12 @@ def test_attention_picture_and_its_mistakes(transformer, pixelcnn, image, tmp_pa
 
 @needs_matplotlib
 @pytest.mark.parametrize("given", [True, False])
-def test_receptive_field_picture(pixelcnn, image, tmp_path, given):
+@pytest.mark.parametrize("model", ["pixelcnn", "transformer"])
+def test_receptive_field_picture(model, image, tmp_path, given, request):
     out = tmp_path / "field.png"
     inputs = ["--image", image, "--image", image] if given else ["--num", 2]
-    code, output = run("explain", "receptive-field", "-c", pixelcnn, "--pixel", "4,4", *inputs, "--out", out)
+    code, output = run("explain", "receptive-field", "-c", request.getfixturevalue(model), "--pixel", "4,4",
+                       *inputs, "--out", out)
     assert code == 0, output
     assert ("2 image(s)" if given else "2 samples of the model") in output and out.exists()
 

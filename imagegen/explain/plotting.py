@@ -99,6 +99,12 @@ def hatch(ax, mask: torch.Tensor, label: str | None = None, color: str = "0.55")
             j += 1
 
 
+def legend(fig, ax) -> None:
+    """The legend of ``ax``'s labelled marks, in one line below the panels of ``fig``."""
+    handles, labels = ax.get_legend_handles_labels()
+    fig.legend(handles, labels, loc="outside lower center", ncols=len(labels), fontsize=8, frameon=False)
+
+
 def save_figure(fig, path: str | Path, dpi: int = 110) -> Path:
     """Render ``fig`` and write it like any output image (format by extension, whole or not at all);
     the figure is closed. Returns the path."""

@@ -84,6 +84,6 @@ def plot_receptive_field(field: torch.Tensor, later: torch.Tensor, pixel: SubPix
         plotting.pixel_axes(ax, "input sub-pixels" + plotting.channel_name(c, C))
     fig.colorbar(im, ax=axes, shrink=0.85, extend="min",
                  label="|∂ log p / ∂ input|, relative (white: exactly 0)")
-    axes[0, 0].legend(loc="lower left", fontsize=7, framealpha=0.9)
+    plotting.legend(fig, axes[0, 0])
     fig.suptitle(f"{title}\nmean over {source}")
     return plotting.save_figure(fig, path)
