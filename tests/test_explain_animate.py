@@ -1,7 +1,9 @@
 """Generation as it happens: the recorded canvases are the sampler's, and the last frame is the image."""
 
+import numpy as np
 import pytest
 import torch
+from PIL import Image, ImageSequence
 
 from imagegen.explain import Animation, watch
 from imagegen.explain.animate import GREY, UNSET
@@ -65,3 +67,18 @@ def test_animation_frames_are_the_grid_with_grey_for_what_is_not_yet_drawn(tmp_p
     assert (film.frames[-1] == shown(first_row, to_uint8(second.long(), K))).all()
     path = film.save(tmp_path / "film.gif")
     assert path.stat().st_size > 0
+
+
+@pytest.mark.parametrize("suffix", [".png", ".webp", ".gif"])
+def test_colour_animations_end_with_the_grid(tmp_path, suffix):
+    """Animated PNG and WebP keep every colour; GIF holds 256 (these few colours fit)."""
+    model = tiny("transformer_1d", 3)
+    film = Animation(1, 2, (3, H, W), K)
+    with film.painting(model, 0):
+        drawn = sample(model, 2, seed=0)
+    path = film.save(tmp_path / f"film{suffix}")
+    with Image.open(path) as im:
+        last = [np.array(frame.convert("RGB")) for frame in ImageSequence.Iterator(im)][-1]
+    expected = make_grid(to_uint8(drawn, K)).permute(1, 2, 0).numpy()
+    zoom = 96 // W
+    assert (last == np.repeat(np.repeat(expected, zoom, 0), zoom, 1)).all()

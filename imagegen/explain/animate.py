@@ -128,7 +128,9 @@ class Animation:
         (at least 96 pixels per image), looping, the last frame held ``last_ms``. Whole or not at all."""
         path = Path(path)
         zoom = max(1, 96 // self.grid.shape[-1])
-        frames = [Image.fromarray(np.repeat(np.repeat(f, zoom, 0), zoom, 1).squeeze(2)) for f in self.frames]
+        grey = self.grid.shape[2] == 1
+        frames = [Image.fromarray(np.repeat(np.repeat(f[:, :, 0] if grey else f, zoom, 0), zoom, 1))
+                  for f in self.frames]
         durations = [frame_ms] * (len(frames) - 1) + [last_ms]
         fmt = FORMATS[path.suffix.lower()]
         with durable.atomic_file(path) as tmp:
