@@ -109,6 +109,8 @@ class TrainConfig(Validated):
     num_samples: PositiveInt = 16
     checkpoint_every: PositiveInt = 1000
     keep_checkpoints: PositiveInt = 2
+    keep_best: bool = True  # also export the eval weights of the best eval so far as RUN/best
+    patience: PositiveInt | None = None  # stop after this many evals without a new best (None: never)
 
 
 @dataclass
