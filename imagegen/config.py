@@ -69,7 +69,7 @@ class DataConfig(Validated):
 
     SECTION: ClassVar[str] = "data"
     name: str = "mnist"
-    path: str | None = None  # file or folder; None looks in ~/.cache/imagegen/<name>
+    path: str | None = None  # file or folder; None: $IMAGEGEN_DATA/<name> (default ~/.cache/imagegen/<name>)
     binarize: Literal["threshold", "stochastic"] | None = None  # stochastic: re-drawn every batch
     image_size: PositiveInt | None = None  # resize (folder datasets)
     download: bool = False
@@ -109,6 +109,8 @@ class TrainConfig(Validated):
     num_samples: PositiveInt = 16
     checkpoint_every: PositiveInt = 1000
     keep_checkpoints: PositiveInt = 2
+    keep_best: bool = True  # also export the eval weights of the best eval so far as RUN/best
+    patience: PositiveInt | None = None  # stop after this many evals without a new best (None: never)
 
 
 @dataclass
