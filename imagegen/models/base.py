@@ -145,7 +145,8 @@ class RasterModel(AutoregressiveModel, ABC):
                  state: DecodingState | None = None) -> torch.Tensor:
         """Scaled images ``(B, C, H, W)`` -> grouped features ``(B, C*F, H, W)`` for the shared head
         (colour group ``c`` of ``F`` features per sub-pixel, see ``masked.py``); with a decoding
-        ``state``, pixel ``(state.i, state.j)`` alone, ``(B, C, 1, 1)`` in and ``(B, C*F, 1, 1)`` out."""
+        ``state``, pixel ``(state.i, state.j)`` alone, ``(B, C, 1, 1)`` in and ``(B, C*F, 1, 1)`` (or
+        ``(B, C*F)``) out."""
 
     def forward(self, x: torch.Tensor, cond: torch.Tensor | None = None) -> torch.Tensor:
         """Images ``(B, C, H, W)`` in ``[0, K)`` -> logits ``(B, C, H, W, K)``."""
@@ -159,9 +160,11 @@ class RasterModel(AutoregressiveModel, ABC):
         caches is final; only the image maps need the completed pixel, written at the next pixel."""
         C, _, W = state.shape
         pixel, c = divmod(state.t, C)
+        levels = state.cache("levels", lambda: scale_levels(torch.arange(self.levels, device=state.device),
+                                                            self.levels, state.dtype))  # scale() as a table
         if c == 0 and pixel:
-            state.write_pixel(self.scale(canvas[:, (pixel - 1) * C : pixel * C]))
+            state.write_pixel(levels[canvas[:, (pixel - 1) * C : pixel * C]])
         state.i, state.j = divmod(pixel, W)
         state.new_row = state.j == 0 and c == 0
-        out = self.features(self.scale(canvas[:, pixel * C : (pixel + 1) * C])[:, :, None, None], cond, state)
-        return self.head.at(out.view(len(out), C, -1)[:, c], c)
+        out = self.features(levels[canvas[:, pixel * C : (pixel + 1) * C]][:, :, None, None], cond, state)
+        return self.head.at(out.reshape(len(out), C, -1)[:, c], c, state)

@@ -34,7 +34,7 @@ class DilatedBlock(nn.Module):
 
     def forward(self, x: torch.Tensor, bias: torch.Tensor | float = 0.0,
                 state: DecodingState | None = None) -> torch.Tensor:
-        return x + self.out(gate(self.conv(x, state) + bias, self.channels))
+        return x + self.out(gate(self.conv(x, state) + bias, self.channels), state)
 
 
 class DilatedPixelCNN(RasterModel):
@@ -68,4 +68,4 @@ class DilatedPixelCNN(RasterModel):
         out = self.conv_in(x, state)
         for block, bias in zip(self.blocks, biases, strict=True):
             out = block(out, bias, state)
-        return F.relu(self.out(F.relu(out)))
+        return F.relu(self.out(F.relu(out), state))

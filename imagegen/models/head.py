@@ -13,6 +13,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .decoding import DecodingState, Dense
+
 
 class CategoricalHead(nn.Module):
     """Per-channel affine map from sub-pixel features to K-way logits.
@@ -35,9 +37,14 @@ class CategoricalHead(nn.Module):
         logits = torch.einsum("bchwf,cfk->bchwk", features, self.weight.to(features.dtype))
         return logits + self.bias.to(features.dtype)[None, :, None, None, :]
 
-    def at(self, features: torch.Tensor, channel: int) -> torch.Tensor:
-        """``(B, F)`` features of one sub-pixel of colour ``channel`` -> ``(B, K)`` logits."""
-        return features @ self.weight[channel].to(features.dtype) + self.bias[channel].to(features.dtype)
+    def at(self, features: torch.Tensor, channel: int, state: DecodingState | None = None) -> torch.Tensor:
+        """``(B, F)`` features of one sub-pixel of colour ``channel`` -> ``(B, K)`` logits; with a decoding
+        ``state``, by the per-channel maps it prepares once (``Dense``)."""
+        if state is None:
+            return features @ self.weight[channel].to(features.dtype) + self.bias[channel].to(features.dtype)
+        maps = state.cache(self, lambda: [Dense(w.T, b, state)
+                                          for w, b in zip(self.weight, self.bias, strict=True)])
+        return maps[channel](features)
 
 
 def nll(logits: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
@@ -60,16 +67,20 @@ def bits_per_dim(logits: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
     return loss(logits, x) / math.log(2)
 
 
-def sample(logits: torch.Tensor, temperature: float = 1.0, generator: torch.Generator | None = None
-           ) -> torch.Tensor:
+def sample(logits: torch.Tensor, temperature: float = 1.0, generator: torch.Generator | None = None,
+           uniform: torch.Tensor | None = None) -> torch.Tensor:
     """Draw from softmax(logits / temperature): ``(B, K)`` -> int64 ``(B,)``.
 
     ``temperature == 0`` takes the argmax. Uses the inverse-CDF on one uniform per row so that
-    a seeded generator gives the same draws on every device and decoder.
+    a seeded generator gives the same draws on every device and decoder; ``uniform``, a ``(B, 1)``
+    float32 buffer to draw them into (the sampler's, made once), else a new one.
     """
     if temperature == 0:
         return logits.argmax(-1)
-    probs = F.softmax(logits.float() / temperature, dim=-1)
-    u = torch.rand(probs.shape[:-1] + (1,), generator=generator, device=probs.device)
+    probs = F.softmax(logits.float() if temperature == 1 else logits.float() / temperature, dim=-1)
+    if uniform is None:
+        u = torch.rand(probs.shape[:-1] + (1,), generator=generator, device=probs.device)
+    else:
+        u = torch.rand(uniform.shape, generator=generator, out=uniform)
     cdf = probs.cumsum(-1)
     return torch.searchsorted(cdf, u * cdf[..., -1:], right=True).squeeze(-1).clamp_max(probs.shape[-1] - 1)

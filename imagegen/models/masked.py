@@ -12,7 +12,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .decoding import DecodingState
+from .decoding import DecodingState, Dense
 
 
 def group_of(index: torch.Tensor, size: int, channels: int) -> torch.Tensor:
@@ -61,31 +61,48 @@ class MaskedConv2d(nn.Conv2d):
 
     def forward(self, x: torch.Tensor, state: DecodingState | None = None) -> torch.Tensor:
         """``(B, F_in, H, W) -> (B, F_out, H, W)``; with a decoding ``state``, ``x`` is the input at the
-        state's pixel, ``(B, F_in, 1, 1)``, and the result the output there (``ConvCache``)."""
-        if state is not None and self.kernel_size != (1, 1):
-            return state.cache(self, lambda: ConvCache(self, state)).step(x)
+        state's pixel, ``(B, F_in, 1, 1)`` or ``(B, F_in)``, and the result the output there, of the same
+        rank (``step``)."""
+        if state is not None:
+            out = self.step(x.flatten(1), state)
+            return out if x.dim() == 2 else out[:, :, None, None]
         x = F.pad(x, self.pad) if any(self.pad) else x  # a 1x1 kernel needs no padding (and no copy)
         return F.conv2d(x, self.weight * self.mask, self.bias, dilation=self.dilation)
 
+    def step(self, x: torch.Tensor, state: DecodingState, base: torch.Tensor | None = None) -> torch.Tensor:
+        """Decoding: the input ``(B, F_in)`` at the state's pixel -> the output ``(B, F_out)`` there
+        (``ConvCache``); ``base (B, F_out)``, if given, takes the place of the bias (pass one that holds it,
+        to fold an addition into the product)."""
+        return state.cache(self, lambda: ConvCache(self, state)).step(x, base)
+
 
 class ConvCache:
-    """The padded input map of one masked convolution while decoding, filled in one pixel at a time:
-    ``step`` writes the input at the state's pixel ``(i, j)`` and applies the kernel there, one window
-    instead of a whole map. A mask-A convolution reads the image, so its map is an image map of the
+    """One masked convolution while decoding: its masked kernel as one matrix (``Dense``) and, unless it
+    is 1x1, its padded input map, features last, filled in one pixel at a time. ``step`` writes the input
+    at the state's pixel ``(i, j)`` and multiplies the window there by the kernel: one matrix product
+    instead of a convolution over a map. The kernel's rows below its centre are masked out, so the window
+    stops at the pixel's row. A mask-A convolution reads the image, so its map is an image map of the
     state, which the model completes pixel by pixel."""
 
     def __init__(self, conv: MaskedConv2d, state: DecodingState):
-        left, right, top, bottom = conv.pad
-        self.map = state.padded(conv.in_channels, conv.pad, image=conv.mask_type == "A")
-        self.state, self.top, self.left = state, top, left
-        self.window = (top + bottom + 1, left + right + 1)
-        self.weight = (conv.weight * conv.mask).detach().to(state.dtype)
-        self.bias = None if conv.bias is None else conv.bias.detach().to(state.dtype)
-        self.dilation = conv.dilation
+        left, right, top, _ = conv.pad
+        rows = conv.center[0] + 1  # the kernel rows that see anything
+        weight = (conv.weight * conv.mask)[:, :, :rows]  # (O, I, rows, kw)
+        # One matrix in the window's order: row, column, input feature.
+        self.dense = Dense(weight.permute(0, 2, 3, 1).flatten(1), conv.bias, state)
+        self.map = None
+        if conv.kernel_size != (1, 1):
+            self.map = state.padded(conv.in_channels, (left, right, top), image=conv.mask_type == "A")
+        self.state, self.top, self.left, self.dilation = state, top, left, conv.dilation
+        self.span = ((rows - 1) * conv.dilation[0] + 1, (conv.kernel_size[1] - 1) * conv.dilation[1] + 1)
 
-    def step(self, x: torch.Tensor) -> torch.Tensor:
-        """Input ``(B, F_in, 1, 1)`` at ``(i, j)`` -> output ``(B, F_out, 1, 1)`` at ``(i, j)``."""
+    def step(self, x: torch.Tensor, base: torch.Tensor | None = None) -> torch.Tensor:
+        """Input ``(B, F_in)`` at ``(i, j)`` -> output ``(B, F_out)`` at ``(i, j)`` (``base``: as
+        ``MaskedConv2d.step``)."""
+        if self.map is None:
+            return self.dense(x, base)
         i, j = self.state.i, self.state.j
-        self.map[:, :, i + self.top, j + self.left] = x[:, :, 0, 0]
-        window = self.map[:, :, i : i + self.window[0], j : j + self.window[1]]
-        return F.conv2d(window, self.weight, self.bias, dilation=self.dilation)
+        self.map[:, i + self.top, j + self.left] = x
+        (dh, dw), (sh, sw) = self.dilation, self.span
+        window = self.map[:, i : i + sh : dh, j : j + sw : dw]  # (B, rows, kw, F_in)
+        return self.dense(window.flatten(1), base)

@@ -22,7 +22,7 @@ from torch import nn
 
 from .base import RasterModel, check_groups, check_ints, check_kernels
 from .conditioning import LowResolutionStack
-from .decoding import DecodingState
+from .decoding import DecodingState, Dense
 from .head import CategoricalHead
 from .masked import MaskedConv2d
 
@@ -30,13 +30,13 @@ Bias = torch.Tensor | float  # a gate bias: a tensor broadcastable to (B, 2*hidd
 
 
 def gate(x: torch.Tensor, channels: int) -> torch.Tensor:
-    """Gated unit ``tanh(a) * sigmoid(b)``: ``(B, 2F, H, W) -> (B, F, H, W)``.
+    """Gated unit ``tanh(a) * sigmoid(b)``: ``(B, 2F, ...) -> (B, F, ...)`` (maps ``(B, 2F, H, W)``, or one
+    pixel's features ``(B, 2F)`` while decoding).
 
     Each of the ``channels`` colour groups holds its own ``[a, b]`` halves, so the output keeps
     the group layout of the masked convolutions.
     """
-    B, _, H, W = x.shape
-    x = x.view(B, channels, 2, -1, H, W)
+    x = x.unflatten(1, (channels, 2, -1))
     return (torch.tanh(x[:, :, 0]) * torch.sigmoid(x[:, :, 1])).flatten(1, 2)
 
 
@@ -51,8 +51,8 @@ class ResidualBlock(nn.Module):
 
     def forward(self, x: torch.Tensor, state: DecodingState | None = None) -> torch.Tensor:
         """``(B, 2h, H, W) -> (B, 2h, H, W)``; with a decoding state, one pixel ``(B, 2h, 1, 1)``."""
-        u = F.relu(self.reduce(F.relu(x)))
-        return x + self.expand(F.relu(self.conv(u, state)))
+        u = F.relu(self.reduce(F.relu(x), state))
+        return x + self.expand(F.relu(self.conv(u, state)), state)
 
 
 class PixelCNN(RasterModel):
@@ -79,10 +79,11 @@ class PixelCNN(RasterModel):
         decoding ``state``, one pixel (``RasterModel``)."""
         out = self.conv_in(x, state)
         if self.label is not None:
-            out = out + self.label(cond)[:, :, None, None]
+            label = lambda: self.label(cond)[:, :, None, None]  # noqa: E731
+            out = out + (state.cache(self.label, label) if state else label())
         for block in self.blocks:
             out = block(out, state)
-        return F.relu(self.out(F.relu(out)))
+        return F.relu(self.out(F.relu(out), state))
 
 
 class GatedLayer(nn.Module):
@@ -112,41 +113,54 @@ class GatedLayer(nn.Module):
         self.h_out = None if last else MaskedConv2d(hidden, hidden, 1, "B", channels)
         self.skip = MaskedConv2d(hidden, skip_features, 1, "B", channels)
 
-    def forward(self, vertical: torch.Tensor, horizontal: torch.Tensor, bias_v: Bias, bias_h: Bias,
-                state: DecodingState | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """Both stacks' inputs ``(B, F, H, W)`` -> (vertical output ``(B, hidden, H, W)``, horizontal
-        output, skip ``(B, S, H, W)``); with a decoding ``state``, one step (``step``)."""
+    def forward(self, vertical: torch.Tensor, horizontal: torch.Tensor, skip: torch.Tensor | float,
+                bias_v: Bias, bias_h: Bias, state: DecodingState | None = None
+                ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Both stacks' inputs ``(B, F, H, W)`` and the skips so far -> (vertical output ``(B, hidden, H,
+        W)``, horizontal output, skips with this layer's added ``(B, S, H, W)``); with a decoding
+        ``state``, one step (``step``)."""
         if state is not None:
-            return self.step(vertical, horizontal, bias_v, bias_h, state)
+            return self.step(vertical, horizontal, skip, bias_v, bias_h, state)
         vertical, link = self.vertical(vertical, bias_v)
-        horizontal, skip = self.horizontal(horizontal, link, bias_h)
-        return vertical, horizontal, skip
+        horizontal, s = self.horizontal(horizontal, link, bias_h)
+        return vertical, horizontal, skip + s
 
-    def step(self, vertical: torch.Tensor, horizontal: torch.Tensor, bias_v: Bias, bias_h: Bias,
-             state: DecodingState) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """One decoding step at pixel ``(i, j)``: the vertical stack's row ``i`` (``(B, F, 1, W)`` in, the
-        previous layer's; it sees only rows above, so it runs on the row's first step and is kept) and
-        the horizontal stack at ``(i, j)`` (``(B, F, 1, 1)`` in)."""
-        i, j = state.i, state.j
-        row = state.cache(self, list)  # the vertical stack's [output, link] on row i
+    def step(self, vertical: torch.Tensor, horizontal: torch.Tensor, skip: torch.Tensor, bias_v: Bias,
+             bias_h: Bias, state: DecodingState) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """One decoding step at pixel ``(i, j)``: the vertical stack's row ``i`` (``(B, F, W)`` in, the
+        previous layer's, ``(B, hidden, W)`` out; it sees only rows above, so it runs on the row's first
+        step and is kept, with the link and every bias of the horizontal gate summed into one row) and the
+        horizontal stack at ``(i, j)``: ``(B, F)`` (or ``(B, F, 1, 1)``) in, ``(B, hidden)`` out.
+        ``skip (B, S)`` holds this layer's skip bias already (``GatedPixelCNN`` starts the sum at every
+        layer's), so adding the skip is one matrix product."""
+        row = state.cache(self, list)  # the vertical stack's output on row i, its link + biases (B, W, 2h)
         if state.new_row:
-            row[:] = self.vertical(vertical, bias_at(bias_v, i), state)
+            B, W = state.batch_size, state.shape[2]
+            pre = self.v_conv(vertical, state) + row_bias(bias_v, state.i)  # (B, W, 2h), features last
+            v_to_h = state.cache(self.v_to_h, lambda: Dense(self.v_to_h.weight.flatten(1), self.v_to_h.bias,
+                                                            state, B * W))
+            link = v_to_h(pre.flatten(0, 1)).unflatten(0, (B, W))
+            link = link + row_bias(bias_h, state.i) + self.h_conv.bias
+            row[:] = gate(pre.transpose(1, 2), 1), link
         vertical, link = row
-        horizontal, skip = self.horizontal(horizontal, link[:, :, :, j : j + 1], bias_at(bias_h, i, j), state)
-        return vertical, horizontal, skip
+        horizontal = horizontal.flatten(1)
+        g = gate(self.h_conv.step(horizontal, state, base=link[:, state.j]), self.channels)
+        skip = self.skip.step(g, state, base=skip)
+        if self.h_out is None:
+            return vertical, horizontal, skip
+        out = self.h_out.step(g, state)
+        return vertical, (out if self.first else horizontal + out), skip
 
-    def vertical(self, vertical: torch.Tensor, bias: Bias, state: DecodingState | None = None
-                 ) -> tuple[torch.Tensor, torch.Tensor]:
+    def vertical(self, vertical: torch.Tensor, bias: Bias) -> tuple[torch.Tensor, torch.Tensor]:
         """Vertical input ``(B, F, H, W)`` -> (gated output ``(B, hidden, H, W)``, link
-        ``(B, 2*hidden, H, W)``); with a decoding ``state``, row ``state.i`` only."""
-        pre = self.v_conv(vertical, state) + bias
+        ``(B, 2*hidden, H, W)``)."""
+        pre = self.v_conv(vertical) + bias
         return gate(pre, 1), self.v_to_h(pre)
 
-    def horizontal(self, horizontal: torch.Tensor, link: torch.Tensor, bias: Bias,
-                   state: DecodingState | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-        """Horizontal input ``(B, F, H, W)`` and link -> (output ``(B, hidden, H, W)``, skip); with a
-        decoding ``state``, pixel ``(state.i, state.j)`` only."""
-        g = gate(self.h_conv(horizontal, state) + link + bias, self.channels)
+    def horizontal(self, horizontal: torch.Tensor, link: torch.Tensor, bias: Bias
+                   ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Horizontal input ``(B, F, H, W)`` and link -> (output ``(B, hidden, H, W)``, skip)."""
+        g = gate(self.h_conv(horizontal) + link + bias, self.channels)
         if self.h_out is None:
             return horizontal, self.skip(g)
         out = self.h_out(g)
@@ -167,15 +181,21 @@ class RowsAboveConv(nn.Module):
 
     def forward(self, x: torch.Tensor, state: DecodingState | None = None) -> torch.Tensor:
         """``(B, F_in, H, W) -> (B, F_out, H, W)``. With a decoding ``state``, output row ``state.i``
-        ``(B, F_out, 1, W)`` from input row ``i`` ``(B, F_in, 1, W)`` and the rows above, kept in a
-        padded map (``strict``: the state's image map, which the model fills; ``x`` is not read)."""
+        ``(B, W, F_out)`` (features last) from input row ``i`` ``(B, F_in, W)`` and the rows above, kept in
+        a padded map (``strict``: the state's image map, which the model fills; ``x`` is not read): the
+        row's windows times the kernel, one matrix product."""
         if state is None:
             return self.conv(F.pad(x, self.pad))[:, :, : x.shape[2]]
-        padded = state.cache(self, lambda: state.padded(self.conv.in_channels, self.pad, image=self.strict))
-        left, _, top, _ = self.pad
+        B, W, (kh, kw) = state.batch_size, state.shape[2], self.conv.kernel_size
+        left, right, top, _ = self.pad
+        padded = state.cache(self, lambda: state.padded(self.conv.in_channels, (left, right, top),
+                                                        self.strict))
         if not self.strict:
-            padded[:, :, state.i + top, left : left + x.shape[3]] = x[:, :, 0]
-        return self.conv(padded[:, :, state.i : state.i + self.conv.kernel_size[0]])
+            padded[:, state.i + top, left : left + W] = x.transpose(1, 2)
+        windows = padded[:, state.i : state.i + kh].unfold(2, kw, 1)  # (B, kh, W, F_in, kw)
+        kernel = state.cache(self.conv, lambda: Dense(self.conv.weight.permute(0, 2, 3, 1).flatten(1),
+                                                      self.conv.bias, state, B * W))  # (O, kh*kw*F_in)
+        return kernel(windows.permute(0, 2, 1, 4, 3).flatten(0, 1).flatten(1)).unflatten(0, (B, W))
 
 
 class GatedPixelCNN(RasterModel):
@@ -223,11 +243,11 @@ class GatedPixelCNN(RasterModel):
         gate biases are computed once per decoding."""
         biases = state.cache(self, lambda: self.gate_biases(cond)) if state else self.gate_biases(cond)
         vertical = horizontal = x
-        skip = 0.0
+        skip = 0.0 if state is None else state.cache(self.layers, lambda: sum(
+            layer.skip.bias for layer in self.layers))  # decoding folds the skips' biases into the start
         for layer, (bias_v, bias_h) in zip(self.layers, biases, strict=True):
-            vertical, horizontal, s = layer(vertical, horizontal, bias_v, bias_h, state)
-            skip = skip + s
-        return F.relu(self.out(F.relu(skip)))
+            vertical, horizontal, skip = layer(vertical, horizontal, skip, bias_v, bias_h, state)
+        return F.relu(self.out(F.relu(skip), state))
 
 
 class UpscalingGatedPixelCNN(GatedPixelCNN):
@@ -263,8 +283,14 @@ class UpscalingGatedPixelCNN(GatedPixelCNN):
         return self.per_layer(self.lowres_bias(self.lowres(cond)))
 
 
-def bias_at(bias: Bias, i: int, j: int | None = None) -> Bias:
-    """Row ``i`` (and column ``j``) of a gate bias map ``(B, F, H, W)``; constant biases pass through."""
+def bias_at(bias: Bias, i: int) -> Bias:
+    """Row ``i`` of a gate bias map ``(B, F, H, W)``; constant biases pass through."""
     if not isinstance(bias, torch.Tensor) or bias.shape[2] == 1:
         return bias
-    return bias[:, :, i : i + 1] if j is None else bias[:, :, i : i + 1, j : j + 1]
+    return bias[:, :, i : i + 1]
+
+
+def row_bias(bias: Bias, i: int) -> Bias:
+    """Row ``i`` of a gate bias ``(B, F, 1 or H, 1 or W)`` features last, as a decoding step adds it to a
+    row: ``(B, 1 or W, F)``; constant biases pass through."""
+    return bias_at(bias, i)[:, :, 0].transpose(1, 2) if isinstance(bias, torch.Tensor) else bias

@@ -60,7 +60,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .base import RasterModel, check_ints, check_kernels
-from .decoding import DecodingState
+from .decoding import DecodingState, Dense
 from .head import CategoricalHead
 from .masked import MaskedConv2d, causal_mask
 
@@ -132,18 +132,19 @@ class RowLSTM(nn.Module):
         return torch.stack(rows, 1).permute(0, 3, 1, 2)
 
     def step(self, x: torch.Tensor, state: DecodingState) -> torch.Tensor:
-        """Input ``(B, 2n, 1, 1)`` at pixel ``(i, j)`` -> hidden state ``(B, n, 1, 1)`` there: one
-        input-to-state window, one width-3 window of the row above, one cell update. Keeps the hidden
-        states ``(B, W + 2, n)`` (a zero column each side) and cells ``(B, W, n)`` of two rows: the row
-        above and row ``i``, in turn in each buffer."""
+        """Input ``(B, 2n)`` at pixel ``(i, j)`` -> hidden state ``(B, n)`` there: one input-to-state window,
+        one width-3 window of the row above (its product added to the former's), one cell update. Keeps
+        the hidden states ``(B, W + 2, n)`` (a zero column each side) and cells ``(B, W, n)`` of two rows:
+        the row above and row ``i``, in turn in each buffer."""
         B, W, n, (i, j) = state.batch_size, state.shape[2], self.hidden, (state.i, state.j)
         hidden, cells = state.cache(self, lambda: (state.zeros(2, B, W + 2, n), state.zeros(2, B, W, n)))
         above, row = (i + 1) % 2, i % 2
         window = hidden[above, :, j : j + 3].flatten(1)  # (B, 3n): left, centre, right of the row above
-        gates = self.input_to_state(x, state)[:, :, 0, 0] + self.state_to_state(window)
+        state_to_state = state.dense(self.state_to_state, self.state_to_state.weight)
+        gates = state_to_state(window, base=self.input_to_state.step(x, state))
         out, cell = lstm_cell(gates, cells[above, :, j])
         hidden[row, :, j + 1], cells[row, :, j] = out, cell
-        return out[:, :, None, None]
+        return out
 
 
 class DiagonalLSTM(nn.Module):
@@ -181,16 +182,26 @@ class DiagonalLSTM(nn.Module):
             columns.append(out)
         return unskew(torch.stack(columns, 1).permute(0, 3, 2, 1))
 
+    def step(self, x: torch.Tensor, above: torch.Tensor, left: torch.Tensor, cell: torch.Tensor,
+             state: DecodingState) -> tuple[torch.Tensor, torch.Tensor]:
+        """One decoding step at a pixel: its input ``(B, 2n)``, the hidden states above and to the left and
+        the cell to the left ``(B, n)`` -> its hidden state and cell ``(B, n)``; ``K_ss`` as two products
+        added to the input-to-state one (its halves: above, left)."""
+        above_to_state, left_to_state = state.cache(self.state_to_state, lambda: tuple(
+            Dense(w, None, state) for w in self.state_to_state.weight.chunk(2, dim=1)))
+        gates = left_to_state(left, base=above_to_state(above, base=self.input_to_state.step(x, state)))
+        return lstm_cell(gates, cell)
+
     def row_right_to_left(self, inputs: torch.Tensor, above: torch.Tensor) -> torch.Tensor:
         """This direction run right to left over one complete row of the unmirrored map: the layer's
-        inputs on it ``(B, 2n, W)`` and the hidden states of the row above ``(B, n, W)`` -> the row's
-        hidden states ``(B, n, W)``."""
-        gates_is = self.input_to_state(inputs[:, :, None, :])[:, :, 0]  # (B, 4n, W)
-        out = cell = torch.zeros_like(above[:, :, 0])  # right of the row: outside the image
-        row = torch.zeros_like(above)
-        for j in reversed(range(inputs.shape[2])):
-            out, cell = self.cell(gates_is[:, :, j], above[:, :, j], out, cell)
-            row[:, :, j] = out
+        inputs on it ``(B, W, 2n)`` and the hidden states of the row above ``(B, W, n)`` -> the row's
+        hidden states ``(B, W, n)``."""
+        gates_is = self.input_to_state(inputs.transpose(1, 2)[:, :, None])[:, :, 0].transpose(1, 2)  # B,W,4n
+        out = cell = torch.zeros_like(above[:, 0])  # right of the row: outside the image
+        row = torch.empty_like(above)
+        for j in reversed(range(inputs.shape[1])):
+            out, cell = self.cell(gates_is[:, j], above[:, j], out, cell)
+            row[:, j] = out
         return row
 
 
@@ -204,7 +215,12 @@ class RowLSTMLayer(nn.Module):
         self.up = MaskedConv2d(hidden, 2 * hidden, 1, "B", channels)
 
     def forward(self, x: torch.Tensor, bias: Bias = 0.0, state: DecodingState | None = None) -> torch.Tensor:
-        return x + self.up(self.lstm(x + bias, state))
+        """``(B, 2n, H, W)`` in and out; with a decoding ``state``, one pixel: ``(B, 2n, 1, 1)`` or
+        ``(B, 2n)`` in, ``(B, 2n)`` out."""
+        if state is None:
+            return x + self.up(self.lstm(x + bias))
+        x = x.flatten(1)
+        return x + self.up.step(self.lstm.step(x + flat(bias), state), state)
 
 
 class DiagonalBiLSTMLayer(nn.Module):
@@ -227,25 +243,30 @@ class DiagonalBiLSTMLayer(nn.Module):
         return x + self.up(self.left_to_right(u) + r2l)
 
     def step(self, x: torch.Tensor, bias: Bias, state: DecodingState) -> torch.Tensor:
-        """One pixel ``(B, 2n, 1, 1)`` at ``(i, j)``: one left-to-right LSTM step from the states above and
-        to the left, plus the right-to-left state of the pixel above (the shift by one row). On a row's
-        first step the row above is complete, and the right-to-left pass runs over it, right to left,
-        from the layer's inputs on it: W steps once per row."""
+        """One pixel ``(B, 2n, 1, 1)`` or ``(B, 2n)`` at ``(i, j)`` -> ``(B, 2n)``: one left-to-right LSTM
+        step from the states above and to the left, plus the right-to-left state of the pixel above (the
+        shift by one row). On a row's first step the row above is complete, and the right-to-left pass runs
+        over it, right to left, from the layer's inputs on it: W steps once per row."""
         B, W, n, (i, j) = state.batch_size, state.shape[2], self.left_to_right.hidden, (state.i, state.j)
-        # Left-to-right hidden states of the row above and of row i (in turn in each buffer), the cells and
-        # the layer's inputs on row i, and the right-to-left hidden states of the row above.
+        # Left-to-right hidden states of the row above and of row i (in turn in each buffer) and the cells,
+        # each after a zero column (left of the image); the layer's inputs on row i, and the right-to-left
+        # hidden states of the row above. Features last: a pixel's are contiguous.
         hidden, cells, inputs, right_to_left = state.cache(self, lambda: (
-            state.zeros(2, B, n, W), state.zeros(B, n, W), state.zeros(B, 2 * n, W), state.zeros(B, n, W)))
+            state.zeros(2, B, W + 1, n), state.zeros(B, W + 1, n), state.zeros(B, W, 2 * n),
+            state.zeros(B, W, n)))
         if state.new_row and i:
             right_to_left.copy_(self.right_to_left.row_right_to_left(inputs, right_to_left))
         above, row = hidden[(i + 1) % 2], hidden[i % 2]
-        u = (x + bias)[:, :, 0, 0]
-        left = row[:, :, j - 1] if j else state.zeros(B, n)
-        cell_left = cells[:, :, j - 1] if j else state.zeros(B, n)
-        gates_is = self.left_to_right.input_to_state(u[:, :, None, None])[:, :, 0, 0]
-        out, cell = self.left_to_right.cell(gates_is, above[:, :, j], left, cell_left)
-        row[:, :, j], cells[:, :, j], inputs[:, :, j] = out, cell, u
-        return x + self.up((out + right_to_left[:, :, j])[:, :, None, None])
+        x = x.flatten(1)
+        u = x + flat(bias)
+        out, cell = self.left_to_right.step(u, above[:, j + 1], row[:, j], cells[:, j], state)
+        row[:, j + 1], cells[:, j + 1], inputs[:, j] = out, cell, u
+        return x + self.up.step(out + right_to_left[:, j], state)
+
+
+def flat(bias: Bias) -> Bias:
+    """A layer's input bias ``(B, 2n, 1, 1)`` as a decoding step adds it, ``(B, 2n)``; 0 passes through."""
+    return bias.flatten(1) if isinstance(bias, torch.Tensor) else bias
 
 
 class PixelRNN(RasterModel):
@@ -283,7 +304,7 @@ class PixelRNN(RasterModel):
         out = self.conv_in(x, state)
         for layer, bias in zip(self.layers, biases, strict=True):
             out = layer(out, bias, state)
-        return F.relu(self.out(F.relu(out)))
+        return F.relu(self.out(F.relu(out), state))
 
 
 class RowLSTMModel(PixelRNN):

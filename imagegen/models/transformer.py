@@ -35,7 +35,7 @@ from torch import nn
 
 from .attention import LocalPattern, attention, kernel_function, local_1d_pattern, local_2d_pattern
 from .base import AutoregressiveModel, check_ints
-from .decoding import CachedDecoder, DecodingState
+from .decoding import CachedDecoder, DecodingState, Dense
 from .head import CategoricalHead
 from .layout import to_image, to_sequence
 
@@ -45,7 +45,7 @@ class ChannelEmbedding(nn.Module):
 
     ``forward``: ``(B, C, H, W)`` integers -> ``(B, C, H, W, d)``. ``from_onehot`` computes the same
     from one-hot inputs ``(B, C, H, W, K)`` (the gradient causality tests feed it, see
-    ``tests/causality.py``); ``at`` embeds the values ``(B,)`` of one channel -> ``(B, d)``.
+    ``tests/causality.py``). A decoding step reads the scaled table itself (``ImageTransformer.decoding``).
     """
 
     def __init__(self, channels: int, levels: int, d: int):
@@ -60,9 +60,6 @@ class ChannelEmbedding(nn.Module):
 
     def from_onehot(self, onehot: torch.Tensor) -> torch.Tensor:
         return torch.einsum("bchwk,ckd->bchwd", onehot, self.weight) * self.scale
-
-    def at(self, values: torch.Tensor, channel: int) -> torch.Tensor:
-        return self.weight[channel][values.long()] * self.scale
 
 
 class PositionEmbedding(nn.Module):
@@ -85,10 +82,11 @@ class PositionEmbedding(nn.Module):
 
 class KVCache:
     """One self-attention layer's keys and values while decoding, in generation order: those of every
-    position so far, ``(B, heads, N, d/heads)``, and those its current query block attends to,
-    ``(B, heads, M, d/heads)``. When a block begins, its memory positions before it are gathered once
-    from the former (``LocalPattern.decoding_blocks``); each step appends its own key and value to the
-    latter and attends to a prefix of it, a view, never a copy."""
+    finished query block, ``(B, heads, N, d/heads)``, and those the current block attends to,
+    ``(B, heads, M, d/heads)``. When a block begins, the one before it is copied into the former and
+    the new one's memory positions before it are gathered once from there
+    (``LocalPattern.decoding_blocks``); each step appends its own key and value to the latter and
+    attends to a prefix of it, a view, never a copy."""
 
     def __init__(self, state: DecodingState, pattern: LocalPattern, heads: int, head_dim: int):
         self.state = state
@@ -97,21 +95,24 @@ class KVCache:
         B, N = state.batch_size, pattern.length
         self.keys, self.values = (state.zeros(B, heads, N, head_dim) for _ in "kv")
         self.memory_keys, self.memory_values = (state.zeros(B, heads, memory, head_dim) for _ in "kv")
-        self.block, self.stop, self.offset = -1, 0, 0  # the block being decoded, its end, slot - t
+        self.block, self.start, self.stop, self.offset = -1, 0, 0, 0  # the block decoded, its span, slot - t
 
     def step(self, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """The key and value ``(B, heads, 1, d/heads)`` of position ``state.t`` -> the keys and values
-        it attends to, each ``(B, heads, slot + 1, d/heads)``."""
+        """The key and value ``(B, heads, d/heads)`` of position ``state.t`` -> the keys and values it
+        attends to, each ``(B, heads, slot + 1, d/heads)``."""
         t = self.state.t
         if t == self.stop:  # the next block begins
+            if self.block >= 0:  # the one that ends goes where the later blocks gather their memory from
+                done = slice(self.offset + self.start, self.offset + self.stop)
+                self.keys[:, :, self.start : self.stop] = self.memory_keys[:, :, done]
+                self.values[:, :, self.start : self.stop] = self.memory_values[:, :, done]
             self.block += 1
-            start, self.stop, earlier = self.blocks[self.block]
-            self.offset = len(earlier) - start
+            self.start, self.stop, earlier = self.blocks[self.block]
+            self.offset = len(earlier) - self.start
             self.memory_keys[:, :, : len(earlier)] = self.keys[:, :, earlier]
             self.memory_values[:, :, : len(earlier)] = self.values[:, :, earlier]
         slot = self.offset + t
-        self.keys[:, :, t : t + 1], self.values[:, :, t : t + 1] = k, v
-        self.memory_keys[:, :, slot : slot + 1], self.memory_values[:, :, slot : slot + 1] = k, v
+        self.memory_keys[:, :, slot], self.memory_values[:, :, slot] = k, v
         return self.memory_keys[:, :, : slot + 1], self.memory_values[:, :, : slot + 1]
 
 
@@ -148,14 +149,29 @@ class MultiHeadAttention(nn.Module):
     def forward(self, x: torch.Tensor, memory: torch.Tensor | None = None,
                 pattern: LocalPattern | None = None, state: DecodingState | None = None) -> torch.Tensor:
         """Attention of ``x`` to itself (local by ``pattern``) or to ``memory``. With a decoding
-        ``state``, ``x`` is position ``state.t`` alone ``(B, 1, d)``: self-attention keeps the keys and
-        values (``KVCache``), cross-attention those of ``memory``, computed on the first step."""
+        ``state``, one position (``step``)."""
         if state is None:
             return self.attend(x, *self.keys_values(x if memory is None else memory), pattern)
+        return self.step(x, state, memory, pattern)
+
+    def step(self, x: torch.Tensor, state: DecodingState, memory: torch.Tensor | None = None,
+             pattern: LocalPattern | None = None) -> torch.Tensor:
+        """Decoding: position ``state.t`` alone, ``(B, d)`` in and out. Self-attention computes its query,
+        key and value in one product and keeps the keys and values (``KVCache``); cross-attention keeps
+        those of ``memory``, computed on the first step. The weights are ``Dense`` maps, made once."""
+        B, d = x.shape
+        heads = lambda y: y.unflatten(1, (self.heads, d // self.heads))  # (B, d) -> (B, heads, d/heads) # noqa: E731
         if memory is not None:
-            return self.attend(x, *state.cache(self, lambda: self.keys_values(memory)))
-        cache = state.cache(self, lambda: KVCache(state, pattern, self.heads, x.shape[-1] // self.heads))
-        return self.attend(x, *cache.step(*self.keys_values(x)))
+            k, v = state.cache(self, lambda: self.keys_values(memory))
+            q = heads(state.dense(self.q, self.q.weight, self.q.bias)(x))
+        else:
+            qkv = state.cache(self, lambda: Dense(torch.cat([self.q.weight, self.kv.weight]),
+                                                  torch.cat([self.q.bias, self.kv.bias]), state))(x)
+            q, k, v = (heads(y) for y in qkv.chunk(3, dim=1))
+            cache = state.cache(self.kv, lambda: KVCache(state, pattern, self.heads, d // self.heads))
+            k, v = cache.step(k, v)
+        out = self.kernel(q[:, :, None], k, v, None)  # (B, heads, 1, d/heads)
+        return state.dense(self.out, self.out.weight, self.out.bias)(out.flatten(1))
 
 
 class Block(nn.Module):
@@ -172,20 +188,32 @@ class Block(nn.Module):
         self.drop = nn.Dropout(dropout)
 
     def sublayer(self, i: int, x: torch.Tensor, f) -> torch.Tensor:
-        """Sublayer ``f`` with its residual, dropout and ``i``-th layer norm."""
+        """Sublayer ``f`` with its residual, dropout (training only: it is the identity otherwise) and
+        ``i``-th layer norm."""
+        norm = self.norms[i]
+        layer_norm = lambda y: F.layer_norm(y, norm.normalized_shape, norm.weight, norm.bias, norm.eps)  # noqa: E731
+        drop = self.drop if self.training else (lambda y: y)
         if self.norm_first:
-            return x + self.drop(f(self.norms[i](x)))
-        return self.norms[i](x + self.drop(f(x)))
+            return x + drop(f(layer_norm(x)))
+        return layer_norm(x + drop(f(x)))
+
+    def feed_forward(self, x: torch.Tensor, state: DecodingState | None = None) -> torch.Tensor:
+        """``W2 relu(W1 x + b1) + b2``, ``(..., d) -> (..., d)``; with a decoding ``state``, by ``Dense``
+        maps of its weights, made once."""
+        if state is None:
+            return self.ffn(x)
+        up, _, down = self.ffn
+        return state.dense(down, down.weight, down.bias)(torch.relu(state.dense(up, up.weight, up.bias)(x)))
 
     def forward(self, x: torch.Tensor, pattern: LocalPattern | None, context: torch.Tensor | None = None,
                 state: DecodingState | None = None) -> torch.Tensor:
         """``(B, L, d) -> (B, L, d)``; ``pattern`` None: full self-attention (the encoder).
         ``context (B, M, d)``: the encoder output the cross-attention reads. With a decoding ``state``,
-        one position ``(B, 1, d)``."""
+        one position ``(B, d)``."""
         x = self.sublayer(0, x, lambda y: self.attn(y, pattern=pattern, state=state))
         if self.cross is not None:
             x = self.sublayer(1, x, lambda y: self.cross(y, context, state=state))
-        return self.sublayer(-1, x, self.ffn)
+        return self.sublayer(-1, x, lambda y: self.feed_forward(y, state))
 
 
 def _pair(value, name: str) -> tuple[int, int]:
@@ -350,7 +378,7 @@ class ImageTransformer(AutoregressiveModel):
     def decode(self, x: torch.Tensor, pattern: LocalPattern, context: torch.Tensor | None,
                state: DecodingState | None = None) -> torch.Tensor:
         """The decoder blocks: ``(B, N, d)`` in generation order -> ``(B, N, d)``, before ``norm_out``;
-        with a decoding ``state``, position ``state.t`` alone ``(B, 1, d)``."""
+        with a decoding ``state``, position ``state.t`` alone ``(B, d)``."""
         for block in self.blocks:
             x = block(x, pattern, context, state)
         return x
@@ -369,21 +397,25 @@ class ImageTransformer(AutoregressiveModel):
         ``(B, C*H*W)``: the value at ``t - 1`` embedded (the shifted input) and every block run at
         position ``t`` alone. The position and class embeddings in generation order and the encoder
         output are made on the first step."""
-        pos, bias, context, pattern = state.cache(self, lambda: self.decoding(cond, state))
+        pos, bias, context, pattern, embeddings = state.cache(self, lambda: self.decoding(cond, state))
         t, C = state.t, state.shape[0]
         if t:
             before = state.order[t - 1]
-            prev = self.input_embedding.at(canvas[:, before], before % C)
+            x = embeddings[before % C][canvas[:, before]] + pos[t]
         else:
-            prev = state.zeros(state.batch_size, self.hidden)
-        x = (prev + pos[t] + bias)[:, None]
-        return self.head.at(self.norm_out(self.decode(x, pattern, context, state)[:, 0]), state.order[t] % C)
+            x = pos[t].expand(state.batch_size, -1)  # no value before the first: the shifted-in zeros
+        if isinstance(bias, torch.Tensor):
+            x = x + bias
+        return self.head.at(self.norm_out(self.decode(x, pattern, context, state)), state.order[t] % C, state)
 
     def decoding(self, cond: torch.Tensor | None, state: DecodingState) -> tuple:
         """What every step of a decoding reads: the position embeddings in generation order
-        ``(N, d)``, the class embedding ``(B, d)`` (or 0), the encoder output and the local pattern."""
+        ``(N, d)``, the class embedding ``(B, d)`` (or 0), the encoder output, the local pattern and the
+        value embeddings of each channel, scaled, ``(C, K, d)``."""
         shape, device = state.shape, state.device
         _, _, pattern = self.layout(*shape, device)
         bias = self.context_bias(cond)
         pos = self.position(*shape)[self.generation_order(*shape).to(device)]
-        return pos, bias[:, 0] if isinstance(bias, torch.Tensor) else bias, self.encode(cond, shape), pattern
+        embeddings = self.input_embedding.weight * self.input_embedding.scale
+        bias = bias[:, 0] if isinstance(bias, torch.Tensor) else bias
+        return pos, bias, self.encode(cond, shape), pattern, embeddings
