@@ -182,25 +182,26 @@ class DiagonalLSTM(nn.Module):
             columns.append(out)
         return unskew(torch.stack(columns, 1).permute(0, 3, 2, 1))
 
-    def step(self, x: torch.Tensor, above: torch.Tensor, left: torch.Tensor, cell: torch.Tensor,
+    def step(self, gates_is: torch.Tensor, above: torch.Tensor, left: torch.Tensor, cell: torch.Tensor,
              state: DecodingState) -> tuple[torch.Tensor, torch.Tensor]:
-        """One decoding step at a pixel: its input ``(B, 2n)``, the hidden states above and to the left and
-        the cell to the left ``(B, n)`` -> its hidden state and cell ``(B, n)``; ``K_ss`` as two products
-        added to the input-to-state one (its halves: above, left)."""
+        """One decoding step at a pixel: its input-to-state gates ``(B, 4n)`` (``input_to_state.step``), the
+        hidden states above and to the left and the cell to the left ``(B, n)`` -> its hidden state and cell
+        ``(B, n)``; ``K_ss`` as two products added to the gates (its halves: above, left)."""
         above_to_state, left_to_state = state.cache(self.state_to_state, lambda: tuple(
             Dense(w, None, state) for w in self.state_to_state.weight.chunk(2, dim=1)))
-        gates = left_to_state(left, base=above_to_state(above, base=self.input_to_state.step(x, state)))
-        return lstm_cell(gates, cell)
+        return lstm_cell(left_to_state(left, base=above_to_state(above, base=gates_is)), cell)
 
-    def row_right_to_left(self, inputs: torch.Tensor, above: torch.Tensor) -> torch.Tensor:
-        """This direction run right to left over one complete row of the unmirrored map: the layer's
-        inputs on it ``(B, W, 2n)`` and the hidden states of the row above ``(B, W, n)`` -> the row's
-        hidden states ``(B, W, n)``."""
-        gates_is = self.input_to_state(inputs.transpose(1, 2)[:, :, None])[:, :, 0].transpose(1, 2)  # B,W,4n
+    def row_right_to_left(self, inputs: torch.Tensor, above: torch.Tensor, state: DecodingState
+                          ) -> torch.Tensor:
+        """Decoding: this direction run right to left over one complete row of the unmirrored map: the
+        layer's inputs on it ``(B, W, 2n)`` and the hidden states of the row above ``(B, W, n)`` -> the row's
+        hidden states ``(B, W, n)``; the input-to-state gates of the whole row in one product."""
+        B, W, _ = inputs.shape
+        gates_is = self.input_to_state.step(inputs.flatten(0, 1), state).unflatten(0, (B, W))  # (B, W, 4n)
         out = cell = torch.zeros_like(above[:, 0])  # right of the row: outside the image
         row = torch.empty_like(above)
-        for j in reversed(range(inputs.shape[1])):
-            out, cell = self.cell(gates_is[:, j], above[:, j], out, cell)
+        for j in reversed(range(W)):
+            out, cell = self.step(gates_is[:, j], above[:, j], out, cell, state)
             row[:, j] = out
         return row
 
@@ -255,11 +256,12 @@ class DiagonalBiLSTMLayer(nn.Module):
             state.zeros(2, B, W + 1, n), state.zeros(B, W + 1, n), state.zeros(B, W, 2 * n),
             state.zeros(B, W, n)))
         if state.new_row and i:
-            right_to_left.copy_(self.right_to_left.row_right_to_left(inputs, right_to_left))
+            right_to_left.copy_(self.right_to_left.row_right_to_left(inputs, right_to_left, state))
         above, row = hidden[(i + 1) % 2], hidden[i % 2]
         x = x.flatten(1)
         u = x + flat(bias)
-        out, cell = self.left_to_right.step(u, above[:, j + 1], row[:, j], cells[:, j], state)
+        gates_is = self.left_to_right.input_to_state.step(u, state)
+        out, cell = self.left_to_right.step(gates_is, above[:, j + 1], row[:, j], cells[:, j], state)
         row[:, j + 1], cells[:, j + 1], inputs[:, j] = out, cell, u
         return x + self.up.step(out + right_to_left[:, j], state)
 
