@@ -99,6 +99,18 @@ def lr_factor(step: int, config: Config) -> float:
     raise ConfigError(f"unknown train.schedule {t.schedule!r}: use cosine, rsqrt or constant")
 
 
+OPTIMIZERS = {"adamw": torch.optim.AdamW, "adam": torch.optim.Adam}
+
+
+def make_optimizer(config: Config, params) -> torch.optim.Optimizer:
+    """The optimizer ``config.train`` names over ``params``, fused: one kernel over every tensor (CPU and
+    CUDA) instead of a loop of element-wise ops per tensor, the same update (docs/benchmarks.md,
+    "Training")."""
+    t = config.train
+    return OPTIMIZERS[t.optimizer](params, lr=t.lr, betas=tuple(t.betas), weight_decay=t.weight_decay,
+                                   fused=True)
+
+
 def batch_indices(n: int, batch: int, world: int, rank: int, micro_step: int, seed: int) -> torch.Tensor:
     """Indices of this process's micro-batch number ``micro_step``: each epoch is a fresh seeded
     permutation cut into global batches of ``batch * world``; a function of the step alone, so a
@@ -131,8 +143,7 @@ class Trainer:
         if t.mixed_precision not in ("no", "bf16", "fp16"):
             raise ConfigError(f"train.mixed_precision must be no, bf16 or fp16, not {t.mixed_precision!r}")
         lr_factor(0, config)  # validates the schedule name
-        opt_cls = {"adamw": torch.optim.AdamW, "adam": torch.optim.Adam}.get(t.optimizer)
-        if opt_cls is None:
+        if t.optimizer not in OPTIMIZERS:
             raise ConfigError(f"unknown train.optimizer {t.optimizer!r}: use adamw or adam")
         holder = RunLock.holder(self.run_dir)  # fail early, before loading data, if another trainer is there
         if holder is not None:
@@ -154,7 +165,7 @@ class Trainer:
         if t.channels_last:
             model = model.to(memory_format=torch.channels_last)
         self.raw_model = model
-        optimizer = opt_cls(model.parameters(), lr=t.lr, betas=tuple(t.betas), weight_decay=t.weight_decay)
+        optimizer = make_optimizer(config, model.parameters())
         self.model, self.optimizer = acc.prepare(model, optimizer)
         self.ema = None
         if t.ema_decay:

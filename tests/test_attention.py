@@ -3,6 +3,9 @@
 import pytest
 import torch
 
+import dataclasses
+
+from imagegen.models import attention as att
 from imagegen.models.attention import (
     attention,
     has_xformers,
@@ -103,6 +106,49 @@ def test_one_query_against_a_cache_slice_matches_reference():
         torch.testing.assert_close(a, b, atol=1e-10, rtol=1e-8)
 
 
+@pytest.mark.parametrize("length, block, memory", [(22, 5, 3), (22, 4, 8), (16, 4, 4), (9, 4, 0)])
+def test_1d_windows_match_the_gathered_blocks(length, block, memory):
+    """A 1D pattern's blocks and memories are taken as views (``_Windows``, with its own backward):
+    the same output and gradients as gathering them by index."""
+    pattern = local_1d_pattern(length, block, memory)
+    results = []
+    for p in (pattern, dataclasses.replace(pattern, window=None)):
+        q, k, v = _qkv(N=length)
+        out = attention(q, k, v, p, "reference")
+        out.backward(torch.linspace(-1, 1, out.numel(), dtype=out.dtype).view_as(out))
+        results.append((out, q.grad, k.grad, v.grad))
+    for a, b in zip(*results, strict=True):
+        torch.testing.assert_close(a, b, atol=1e-12, rtol=1e-10)
+
+
+def test_auto_picks_by_device_and_dtype(monkeypatch):
+    cpu = torch.device("cpu")
+    assert resolve_kernel("auto", cpu) == "sdpa"
+    monkeypatch.setattr(att, "native_cpu_matmul", lambda dtype: True)
+    assert resolve_kernel("auto", cpu, torch.bfloat16) == "reference"
+    assert resolve_kernel("auto", cpu, torch.float32) == "sdpa"
+    monkeypatch.setattr(att, "native_cpu_matmul", lambda dtype: False)  # e.g. an AVX2-only CPU
+    assert resolve_kernel("auto", cpu, torch.bfloat16) == "sdpa"
+    monkeypatch.setattr(att, "has_xformers", lambda: True)
+    assert resolve_kernel("auto", torch.device("cuda"), torch.bfloat16) == "xformers"
+    monkeypatch.setattr(att, "has_xformers", lambda: False)
+    assert resolve_kernel("auto", torch.device("cuda"), torch.bfloat16) == "sdpa"
+
+
+def test_auto_runs_the_kernel_it_picks(monkeypatch):
+    """"auto" calls the kernel ``resolve_kernel`` names for each call's inputs (a cached decoding step,
+    one unmasked query on CPU, keeps its matrix-vector path)."""
+    seen = []
+    for name in ("reference", "sdpa"):
+        monkeypatch.setitem(att._KERNEL_FUNCS, name, lambda *a, name=name: seen.append(name) or a[0])
+    monkeypatch.setattr(att, "native_cpu_matmul", lambda dtype: dtype == torch.bfloat16)
+    fn = att.kernel_function("auto")
+    for dtype in (torch.float32, torch.bfloat16):
+        q = torch.zeros(1, 2, 3, 4, dtype=dtype)
+        fn(q, q, q, torch.ones(3, 3, dtype=torch.bool))
+    assert seen == ["sdpa", "reference"]
+
+
 def test_local_attention_is_causal():
     q, k, v = _qkv(N=12)
     pattern = local_1d_pattern(12, 4, 4)
@@ -148,7 +194,7 @@ def test_xformers_layout_with_a_stand_in(monkeypatch):
     monkeypatch.setitem(sys.modules, "xformers", types.ModuleType("xformers"))
     monkeypatch.setitem(sys.modules, "xformers.ops", ops)
     monkeypatch.setitem(att._KERNEL_FUNCS, "xformers", att._xformers)
-    monkeypatch.setattr(att, "resolve_kernel", lambda kernel, device: kernel)
+    monkeypatch.setattr(att, "resolve_kernel", lambda kernel, device, dtype=None: kernel)
     q, k, v = (t.detach() for t in _qkv(N=22))
     for pattern in (local_1d_pattern(22, 5, 3), local_2d_pattern(2, 11, (1, 4), (1, 2))[1], None):
         torch.testing.assert_close(attention(q, k, v, pattern, "xformers"),

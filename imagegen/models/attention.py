@@ -13,12 +13,20 @@ the Image Transformer (which resolves its kernel once, ``kernel_function``, and 
 Attention itself is ``softmax(q k^T / sqrt(d_head) + mask) v`` (equation 1 of the paper), with
 the mask ``-inf`` outside the allowed memory. The kernels compute exactly that:
 
-* ``"reference"``: einsum + mask, plainly right; the tests check the others against it.
-* ``"sdpa"``: ``torch.nn.functional.scaled_dot_product_attention`` on the gathered blocks (the
-  default off CUDA, and on CUDA without xformers); on CPU a single unmasked query (a cached
-  decoding step) takes two matrix-vector products instead, which is faster there.
+* ``"reference"``: batched matrix products, the mask as an additive ``-inf`` bias, plainly right;
+  the tests check the others against it.
+* ``"sdpa"``: ``torch.nn.functional.scaled_dot_product_attention`` on the gathered blocks; on CPU a
+  single unmasked query (a cached decoding step) takes two matrix-vector products instead, which
+  is faster there.
 * ``"xformers"``: ``xformers.ops.memory_efficient_attention`` (CUDA only; imported lazily, never
   needed on CPU).
+* ``"auto"`` (the default): the fastest of these for each call's device and dtype, by what the
+  machine can do (``auto_kernel``): xformers on CUDA when installed, else sdpa; on CPU, sdpa in
+  float32 and the reference in bfloat16/float16 where oneDNN has those matrix products (AVX-512 or
+  AMX; there the fused kernel is slower: docs/benchmarks.md, "Training"), sdpa on CPUs without.
+
+A 1D pattern's query blocks and memories are views of the sequence (``_Windows``); other patterns
+gather them by index.
 """
 
 from __future__ import annotations
@@ -43,12 +51,15 @@ class LocalPattern:
     mask: ``(nb, ql, ml)`` bool, True where the query may attend: a real memory position at or
         before the query (padding queries see every real memory position, so no row is empty).
     inverse: ``(N,)`` flat slot ``b * ql + i`` holding each sequence position.
+    window: ``(block_length, memory_length)`` of a 1D pattern (``local_1d_pattern``): block ``b`` is
+        positions ``b*ql .. (b+1)*ql - 1`` and its memory the ``ml + ql`` positions ending there.
     """
 
     query_index: torch.Tensor
     memory_index: torch.Tensor
     mask: torch.Tensor
     inverse: torch.Tensor
+    window: tuple[int, int] | None = None
 
     @property
     def length(self) -> int:
@@ -56,7 +67,7 @@ class LocalPattern:
 
     def to(self, device: torch.device) -> LocalPattern:
         return LocalPattern(*(t.to(device) for t in (self.query_index, self.memory_index, self.mask,
-                                                      self.inverse)))
+                                                      self.inverse)), window=self.window)
 
     def decoding_blocks(self) -> list[tuple[int, int, torch.Tensor]]:
         """The query blocks as a cached decoder meets them: ``(start, stop, earlier)`` per block in
@@ -100,7 +111,9 @@ def local_1d_pattern(length: int, block_length: int, memory_length: int) -> Loca
     memory = starts - memory_length + torch.arange(memory_length + block_length)
     query[query >= length] = -1
     memory[(memory < 0) | (memory >= length)] = -1
-    return make_pattern(query, memory, length)
+    pattern = make_pattern(query, memory, length)
+    pattern.window = (block_length, memory_length)
+    return pattern
 
 
 def local_2d_pattern(rows: int, cols: int, query_shape: tuple[int, int], memory_flange: tuple[int, int]
@@ -142,10 +155,17 @@ def local_2d_pattern(rows: int, cols: int, query_shape: tuple[int, int], memory_
 
 
 def _reference(q, k, v, mask):
-    scores = torch.einsum("...qd,...kd->...qk", q, k) * q.shape[-1] ** -0.5
-    if mask is not None:
-        scores = scores.masked_fill(~mask, float("-inf"))
-    return torch.einsum("...qk,...kd->...qd", scores.softmax(-1), v)
+    # softmax(q k^T / sqrt(D) + bias) v, the bias -inf where the mask is False. One baddbmm makes the
+    # scaled, masked scores: the scores are the largest tensor here, and every pass over them costs.
+    lead, (Lq, D), Lk = q.shape[:-2], q.shape[-2:], k.shape[-2]
+    q, k, v = (x.reshape(-1, *x.shape[-2:]) for x in (q, k, v))
+    if mask is None:
+        scores = torch.bmm(q, k.transpose(1, 2)) * D**-0.5
+    else:
+        bias = torch.zeros(mask.shape, dtype=q.dtype, device=q.device).masked_fill_(~mask, float("-inf"))
+        bias = bias.expand(*lead, Lq, Lk).reshape(-1, Lq, Lk)
+        scores = torch.baddbmm(bias, q, k.transpose(1, 2), alpha=D**-0.5)
+    return torch.bmm(scores.softmax(-1), v).view(*lead, Lq, v.shape[-1])
 
 
 def _one_query(q, k, v):
@@ -204,27 +224,52 @@ def has_xformers() -> bool:
     return True
 
 
-def resolve_kernel(kernel: str, device: torch.device) -> str:
-    """``"auto"`` -> xformers on CUDA when installed, else sdpa; other names are checked."""
+@functools.cache
+def native_cpu_matmul(dtype: torch.dtype) -> bool:
+    """Whether oneDNN runs ``dtype`` (bfloat16, float16) matrix products on this CPU's own instructions
+    (AVX-512 or AMX), rather than converting to float32 on the way."""
+    if dtype == torch.bfloat16:
+        return torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported()
+    if dtype == torch.float16:
+        return torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_fp16_supported()
+    return False
+
+
+def auto_kernel(device: torch.device, dtype: torch.dtype) -> str:
+    """The kernel ``"auto"`` runs for inputs of ``device`` and ``dtype``: xformers on CUDA when installed,
+    else sdpa; on CPU the reference for bfloat16/float16 where ``native_cpu_matmul``, else sdpa."""
+    if device.type == "cuda":
+        return "xformers" if has_xformers() else "sdpa"
+    if device.type == "cpu" and dtype in (torch.bfloat16, torch.float16) and native_cpu_matmul(dtype):
+        return "reference"
+    return "sdpa"
+
+
+def resolve_kernel(kernel: str, device: torch.device, dtype: torch.dtype = torch.float32) -> str:
+    """The kernel that runs for ``kernel`` on inputs of ``device`` and ``dtype`` (``"auto"``:
+    ``auto_kernel``); other names are checked."""
     if kernel not in KERNELS:
         raise ValueError(f"unknown attention kernel {kernel!r}; choose from {', '.join(KERNELS)}")
     if kernel == "auto":
-        return "xformers" if device.type == "cuda" and has_xformers() else "sdpa"
+        return auto_kernel(device, dtype)
     if kernel == "xformers" and device.type != "cuda":
         raise ValueError("the xformers kernel runs on CUDA only")
     return kernel
 
 
 def kernel_function(kernel: str) -> Kernel:
-    """The kernel named ``kernel``, resolved once, for a model whose device is not known yet: "auto" is
-    sdpa, or, with xformers installed, xformers for CUDA inputs and sdpa for others."""
-    if kernel == "xformers" or (kernel == "auto" and has_xformers()):
-        return functools.partial(_for_device, kernel)
+    """The kernel named ``kernel``, resolved once, for a model whose device and precision are not known
+    yet: a fixed kernel, or for "auto" (and "xformers", which checks the device) one that picks by each
+    call's inputs (``resolve_kernel``)."""
+    if kernel in ("auto", "xformers"):
+        return functools.partial(_for_inputs, kernel)
     return _KERNEL_FUNCS[resolve_kernel(kernel, torch.device("cpu"))]
 
 
-def _for_device(kernel: str, q, k, v, mask):
-    return _KERNEL_FUNCS[resolve_kernel(kernel, q.device)](q, k, v, mask)
+def _for_inputs(kernel: str, q, k, v, mask):
+    if kernel == "auto" and mask is None and q.shape[-2] == 1 and q.device.type == "cpu":
+        return _one_query(q, k, v)  # a cached decoding step, in any dtype
+    return _KERNEL_FUNCS[resolve_kernel(kernel, q.device, q.dtype)](q, k, v, mask)
 
 
 def _gather(x: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
@@ -236,6 +281,38 @@ def _gather(x: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
     return padded[:, :, flat].view(B, heads, *index.shape, D)
 
 
+class _Windows(torch.autograd.Function):
+    """``x (B, heads, N, D)`` -> the memory windows of a 1D pattern, ``(B, heads, nb, ml + ql, D)``: window
+    ``b`` holds positions ``b*ql - ml .. (b+1)*ql - 1``, zero rows outside the sequence (what ``_gather``
+    gives for its ``memory_index``). Backward adds each window's gradient back in ``ql``-row slabs,
+    a few large adds (``unfold``'s own backward is far slower on CPU)."""
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor, block_length: int, memory_length: int, blocks: int) -> torch.Tensor:
+        ql, ml, nb = block_length, memory_length, blocks
+        ctx.sizes = (x.shape[2], ql, ml, nb)
+        padded = F.pad(x, (0, 0, ml, nb * ql - x.shape[2]))
+        return padded.unfold(2, ml + ql, ql).transpose(-1, -2).contiguous()
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):
+        N, ql, ml, nb = ctx.sizes
+        B, heads, _, _, D = grad.shape
+        padded = grad.new_zeros(B, heads, ml + ql + nb * ql, D)  # room for the last, partial slab
+        for start in range(0, ml + ql, ql):  # window rows start.. of every block land nb*ql apart
+            width = min(ql, ml + ql - start)
+            padded[:, :, start : start + nb * ql].unflatten(2, (nb, ql))[:, :, :, :width] += \
+                grad[:, :, :, start : start + width]
+        return padded[:, :, ml : ml + N], None, None, None
+
+
+def _blocks(x: torch.Tensor, pattern: LocalPattern) -> torch.Tensor:
+    """``x (B, heads, N, D)`` -> the query blocks of a 1D pattern ``(B, heads, nb, ql, D)`` (zero rows
+    past the end, as ``_gather``)."""
+    (ql, _), (nb, _) = pattern.window, pattern.query_index.shape
+    return F.pad(x, (0, 0, 0, nb * ql - x.shape[2])).unflatten(2, (nb, ql))
+
+
 def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, pattern: LocalPattern | None = None,
               kernel: str | Kernel = "auto") -> torch.Tensor:
     """Multi-head attention ``(B, heads, Lq, D), (B, heads, Lk, D) x2 -> (B, heads, Lq, D)`` by
@@ -244,9 +321,13 @@ def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, pattern: LocalP
     With ``pattern`` (then ``Lq == Lk == pattern.length``), local attention as the pattern says;
     without, every query attends to every key.
     """
-    fn = _KERNEL_FUNCS[resolve_kernel(kernel, q.device)] if isinstance(kernel, str) else kernel
+    fn = kernel_function(kernel) if isinstance(kernel, str) else kernel
     if pattern is None:
         return fn(q, k, v, None)
+    if pattern.window is not None:
+        (ql, ml), nb = pattern.window, len(pattern.query_index)
+        k, v = (_Windows.apply(x, ql, ml, nb) for x in (k, v))
+        return fn(_blocks(q, pattern), k, v, pattern.mask).flatten(2, 3)[:, :, : pattern.length]
     out = fn(_gather(q, pattern.query_index), _gather(k, pattern.memory_index),
              _gather(v, pattern.memory_index), pattern.mask)  # (B, heads, nb, ql, D)
     return out.flatten(2, 3)[:, :, pattern.inverse]
