@@ -476,7 +476,7 @@ class Trainer:
         try:
             return save_grid(shown.cpu(), path, levels=model.levels, nrow=nrow)
         except OSError as e:
-            raise ImagegenError(f"cannot write {path}: {durable.reason(e)}") from None
+            raise durable.write_error(path, e) from None
 
     def log(self, record: dict) -> None:
         """Append a record to ``metrics.jsonl`` and the trackers (main process)."""
