@@ -6,6 +6,7 @@ input, 1 otherwise, 130 when interrupted); outputs are checked before any work i
 
 from __future__ import annotations
 
+import json
 import time
 from pathlib import Path
 
@@ -80,8 +81,8 @@ def train(config, overrides, output_dir, resume, max_steps, data_path, download)
     overrides = list(overrides)
     if max_steps:
         overrides.append(f"train.max_steps={max_steps}")
-    if data_path:
-        overrides.append(f"data.path={data_path}")
+    if data_path:  # a path, not YAML: a folder named 2024, null or true stays a string
+        overrides.append(f"data.path={json.dumps(data_path)}")
     if download:
         overrides.append("data.download=true")
     cfg = load_config(config, overrides)
@@ -232,19 +233,30 @@ def _model_sized(model, path, resize: bool, what: str = "image", low: bool = Fal
     return from_uint8(read_image(path, model.channels, size, resize, what), model.levels)
 
 
-def _outputs(out: Path, out_dir: Path | None, images: list[Path], num: int) -> list[list[Path]]:
-    """Check ``--out`` and ``--out-dir`` before any work; returns the per-input sample files
-    ``out_dir/<stem>_<k>.png`` (stems made unique: ``x``, ``x-2``, ...), or empty lists."""
-    from .outputs import check_output_dir, check_output_file, unique_stems
+def _outputs(out: Path, out_dir: Path | None, images: list[Path], num: int,
+             mask: Path | None = None) -> list[list[Path]]:
+    """Check ``--out`` and ``--out-dir`` before any work (neither may overwrite an input); returns the
+    per-input sample files ``out_dir/<stem>_<k>.png`` (stems made unique: ``x``, ``x-2``, ...), or
+    empty lists."""
+    from .outputs import check_name, check_output_dir, check_output_file, unique_stems
 
+    inputs = {p.resolve(): p for p in [*images, *([mask] if mask else [])]}
     check_output_file(out, "--out")
+    if out.resolve() in inputs:
+        raise ImagegenError(f"--out {out} is one of the input images: choose another --out")
     if out_dir is None:
         return [[] for _ in images]
     check_output_dir(out_dir, "--out-dir")
     files = [[out_dir / f"{stem}_{k}.png" for k in range(num)] for stem in unique_stems(images)]
-    if any(out.resolve() == f.resolve() for row in files for f in row):
-        raise ImagegenError(f"--out {out} is also the name of a sample in --out-dir {out_dir}: choose "
-                            "another --out")
+    for row in files:
+        check_name(row[-1], "--out-dir")  # the longest name of the row
+        for f in row:
+            if f.resolve() == out.resolve():
+                raise ImagegenError(f"--out {out} is also the name of a sample in --out-dir {out_dir}: "
+                                    "choose another --out")
+            if f.resolve() in inputs:
+                raise ImagegenError(f"--out-dir {out_dir} would overwrite the input {inputs[f.resolve()]} "
+                                    f"with the sample {f.name}: choose another --out-dir")
     return files
 
 
@@ -312,7 +324,7 @@ def complete(images, keep_rows, keep_fraction, mask, label, resize, out, checkpo
     if sum(x is not None for x in (keep_rows, keep_fraction, mask)) != 1:
         raise ImagegenError("say what to keep with exactly one of --keep-rows N, --keep-fraction F, "
                             "--mask FILE")
-    files = _outputs(out, out_dir, list(images), num)
+    files = _outputs(out, out_dir, list(images), num, mask)
 
     import torch
     from tqdm.auto import tqdm
