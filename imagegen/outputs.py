@@ -34,10 +34,10 @@ def check_output_file(path: Path, option: str) -> None:
         image_format(path)
     except ValueError as e:
         raise ImagegenError(f"{option} {path}: {e}") from None
+    check_name(path, option)
     if path.is_dir():
         raise ImagegenError(f"{option} {path} is a directory: give an image file name")
     _check_folder(path.parent, option, path)
-    check_name(path, option)
 
 
 def check_name(path: Path, option: str) -> None:
@@ -58,6 +58,7 @@ def check_name(path: Path, option: str) -> None:
 def check_output_dir(path: Path, option: str) -> None:
     """Raise ``ImagegenError`` (naming ``option``) unless ``path`` is, or can be made, a writable
     directory."""
+    check_name(path, option)
     if path.exists() and not path.is_dir():
         raise ImagegenError(f"{option} {path} is a file, not a directory: give a directory")
     _check_folder(path, option, path)
