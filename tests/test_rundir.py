@@ -383,3 +383,28 @@ def test_a_log_that_is_a_fifo_is_refused_without_blocking(tmp_path):
             rundir.read_log(fifo)
     finally:
         writer.cancel()
+
+
+KILLED_WRITING_A_GRID = """
+import os, sys, torch
+from imagegen import imageio
+os.replace = lambda src, dst: os._exit(9)  # killed with the grid written to its temporary, not renamed
+imageio.save_grid(torch.zeros(1, 1, 4, 4, dtype=torch.long), sys.argv[1])
+"""
+
+
+def test_a_grid_cut_short_leaves_a_temporary_the_next_trainer_clears(tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    from imagegen import rundir
+
+    run = tmp_path / "run"
+    (run / "samples").mkdir(parents=True)
+    grid = run / "samples" / "step_00000003.png"
+    killed = subprocess.run([sys.executable, "-c", KILLED_WRITING_A_GRID, str(grid)],
+                            env={**os.environ, "PYTHONPATH": str(Path(__file__).parent.parent)})
+    assert killed.returncode == 9
+    assert len(list((run / "samples").iterdir())) == 1  # the temporary
+    assert len(rundir.remove_temporaries(run)) == 1 and not list((run / "samples").iterdir())
