@@ -1,7 +1,8 @@
 """The ``imagegen`` command: thin wrappers that parse, call the library and print.
 
 Every failure prints one ``error:`` line and exits non-zero (``imagegen.reporting``: 2 for bad
-input, 1 otherwise, 130 when interrupted); outputs are checked before any work is done.
+input, 1 otherwise, 130 when interrupted, 143 when terminated); outputs are checked before any work
+is done, and never overwrite an input.
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ def main(debug):
     """Autoregressive image models: train, sample, complete, upscale, evaluate bits/dim.
 
     Mistakes print one `error:` line: exit code 2 for bad input, 1 for other failures, 130 when
-    interrupted.
+    interrupted (Ctrl-C), 143 when terminated (SIGTERM).
     """
 
 

@@ -247,6 +247,7 @@ class Trainer:
             return None
         original = rundir.read_config(self.run_dir)
         segments = rundir.read_segments(self.run_dir)
+        rundir.read_log(self.run_dir / rundir.METRICS)  # cut back by _prepare_run: readable?
         state, unusable = self._newest_usable()
         step = state.step if state is not None else 0
         saved = rundir.config_at(original, segments, step)
