@@ -62,6 +62,254 @@ def _load(checkpoint: str | None, device: str, precision: str = "fp32"):
     return model
 
 
+# --- generation as it happens (--animate) and `imagegen explain` (imagegen.explain) ------------------
+
+ANIMATE = [
+    click.option("--animate", type=click.Path(dir_okay=False, path_type=Path),
+                 help="Also write the generation as it happens, an animated .gif (or .png, .webp): a frame "
+                      "every --frame-every sub-pixels; the last frame equals --out."),
+    click.option("--frame-every", type=click.IntRange(min=1),
+                 help="Sub-pixels generated per frame of --animate (default: one image row)."),
+]
+
+
+def _animated(fn):
+    for option in reversed(ANIMATE):
+        fn = option(fn)
+    return fn
+
+
+def _check_animate(animate: Path | None, out: Path, inputs: list[Path] = (), files: list[list[Path]] = ()
+                   ) -> None:
+    """Check the ``--animate`` file before any work: an animation format, writable, a name the file system
+    takes, not ``--out``, an input or one of the ``--out-dir`` ``files``."""
+    from .explain.animate import check_animation_file
+    from .outputs import check_name
+
+    if animate is not None:
+        check_name(animate, "--animate")
+        check_animation_file(animate, "--animate")
+        if animate.resolve() == out.resolve():
+            raise ImagegenError(f"--animate {animate} is also --out: give the animation another name")
+        _not_an_input(animate, "--animate", inputs)
+        if any(animate.resolve() == f.resolve() for row in files for f in row):
+            raise ImagegenError(f"--animate {animate} is also the name of a sample in --out-dir: give the "
+                                "animation another name")
+
+
+def _not_an_input(out: Path, option: str, inputs: list[Path]) -> None:
+    """``ImagegenError`` if writing ``out`` would replace one of the ``inputs``."""
+    if any(out.resolve() == p.resolve() for p in inputs if p is not None):
+        raise ImagegenError(f"{option} {out} is one of the input images: choose another {option}")
+
+
+def _film(animate: Path | None, model, rows: int, cols: int, nrow: int | None = None):
+    """The ``Animation`` of a ``rows x cols`` grid (``nrow`` images a line) when animating, else None."""
+    from .explain import Animation
+
+    return Animation(rows, cols, (model.channels, *model.image_size), model.levels, nrow) if animate else None
+
+
+def _painting(film, model, row: int, every: int | None, before=None):
+    """While sampling for grid row ``row`` (after the images ``before (n, C, H, W)``), add frames."""
+    import contextlib
+
+    if film is None:
+        return contextlib.nullcontext()
+    if before is not None:
+        film.set(row, before)
+    return film.painting(model, row, 0 if before is None else len(before), every)
+
+
+def _save_film(film, animate: Path | None) -> None:
+    if film is not None:
+        film.save(animate)
+        click.echo(f"wrote {animate}: {len(film.frames)} frames")
+
+
+class Pixel(click.ParamType):
+    """``ROW,COL[,CHANNEL]`` -> ``(channel, row, col)`` (channel 0 when not given)."""
+
+    name = "ROW,COL[,CHANNEL]"
+
+    def convert(self, value, param, ctx):
+        if isinstance(value, tuple):
+            return value
+        parts = str(value).split(",")
+        if len(parts) not in (2, 3) or not all(p.strip().lstrip("-").isdigit() for p in parts):
+            self.fail(f"{value!r} is not ROW,COL or ROW,COL,CHANNEL (whole numbers, e.g. 14,10)", param, ctx)
+        row, col, channel = (int(p) for p in parts + ["0"] * (3 - len(parts)))
+        return channel, row, col
+
+
+def _explain_inputs(model, paths, resize: bool, label: int | None, device: str):
+    """The images ``(N, C, H, W)`` of ``paths`` at the model's size and their ``cond``."""
+    import torch
+
+    if model.num_classes and label is None:
+        raise ImagegenError("this model is class-conditional: pass the --label of the image")
+    images = torch.stack([_model_sized(model, path, resize) for path in paths])
+    return images, model.condition(images.to(device), _labels(model, label, len(images), device))
+
+
+def _pixel_in(model, pixel) -> None:
+    from .explain.common import flat_index
+
+    try:
+        flat_index((model.channels, *model.image_size), pixel)
+    except ValueError as e:
+        raise ImagegenError(f"--pixel: {e}") from None
+
+
+def _start_picture(out: Path, inputs: list[Path]) -> None:
+    """Check ``--out`` (writable, not one of the ``inputs``) and that matplotlib is there, before any
+    work."""
+    from .explain import plotting
+    from .outputs import check_output_file
+
+    check_output_file(out, "--out")
+    _not_an_input(out, "--out", inputs)
+    plotting.pyplot()
+
+
+def _title(checkpoint: str | None, model) -> str:
+    from . import checkpoint as ckpt
+
+    return f"{Path(checkpoint or ckpt.DEFAULT).name} ({model.config.get('name', type(model).__name__)})"
+
+
+IMAGE_FILE = click.Path(dir_okay=False, path_type=Path)
+PICTURE_HELP = "Its extension picks the format: .png, .jpg, .jpeg, .bmp, .tif, .tiff, .webp."
+CHECKPOINT = click.option("--checkpoint", "-c",
+                          help="Checkpoint directory or shipped name (default: the shipped one).")
+LABEL = click.option("--label", "-l", type=int, help="Class label (class-conditional models).")
+RESIZE = click.option("--resize", is_flag=True, help="Resize the image(s) to the model's size.")
+DEVICE = click.option("--device", default="cpu", show_default=True, help="Torch device, e.g. cuda.")
+
+
+@main.group()
+def explain():
+    """See inside a model: which pixels surprise it (nll), where a transformer looks (attention), and
+    what each sub-pixel depends on (receptive-field). Pictures need `pip install "imagegen[viz]"`."""
+
+
+@explain.command("nll")
+@click.option("--image", "-i", required=True, type=IMAGE_FILE, help="Image to score (PNG, JPEG, ...).")
+@CHECKPOINT
+@LABEL
+@RESIZE
+@click.option("--out", "-o", type=IMAGE_FILE, help="Picture to write (default nll.png; with --json only if "
+              "given). " + PICTURE_HELP)
+@click.option("--json", "as_json", is_flag=True, help="Print the bits of every sub-pixel as JSON on stdout.")
+@DEVICE
+@_friendly
+def explain_nll(image, checkpoint, label, resize, out, as_json, device):
+    """The bits (-log2 p given everything before it) of every sub-pixel of an image: a heat map beside
+    the image, its bits/dim in the title."""
+    import json
+
+    from .explain.nll import nll_map, plot_nll
+
+    out = out or (None if as_json else Path("nll.png"))
+    if out:
+        _start_picture(out, [image])
+    model = _load(checkpoint, device)
+    images, cond = _explain_inputs(model, [image], resize, label, device)
+    bits = nll_map(model, images[0], cond)
+    summary = f"{float(bits.mean()):.4f} bits/dim, {float(bits.sum()):.1f} bits in all"
+    if as_json:
+        click.echo(json.dumps({"image": str(image), "checkpoint": _title(checkpoint, model),
+                               "shape": list(bits.shape), "bits_per_dim": float(bits.mean()),
+                               "total_bits": float(bits.sum()),
+                               "bits": bits.round(decimals=6).tolist()}))  # [channel][row][col]
+    if out:
+        plot_nll(images[0], bits, model.levels, out, f"{_title(checkpoint, model)} on {image.name}")
+        click.echo(f"wrote {out}: {summary}", err=as_json)
+
+
+@explain.command("attention")
+@click.option("--image", "-i", required=True, type=IMAGE_FILE, help="Image the model reads.")
+@click.option("--pixel", "-p", required=True, type=Pixel(), help="The query sub-pixel: ROW,COL[,CHANNEL].")
+@CHECKPOINT
+@click.option("--layer", default="all", show_default=True, help="Layer number (from 0), or all.")
+@click.option("--head", default="mean", show_default=True,
+              help="Head number (from 0), mean (of the heads), or all (one row of panels per head).")
+@LABEL
+@RESIZE
+@click.option("--out", "-o", default="attention.png", show_default=True, type=IMAGE_FILE, help=PICTURE_HELP)
+@DEVICE
+@_friendly
+def explain_attention(image, pixel, checkpoint, layer, head, label, resize, out, device):
+    """The self-attention weights of one sub-pixel over its memory, one panel per layer, drawn over the
+    image; the query block and its memory outlined (Image Transformer checkpoints)."""
+    from . import checkpoint as ckpt
+    from .explain.attention import attention_map, is_local_transformer, plot_attention
+
+    _start_picture(out, [image])
+    model = _load(checkpoint, device)
+    if not is_local_transformer(model):
+        names = [n for n in ckpt.shipped() if ckpt.read_info(n)["model"]["name"].startswith("transformer")]
+        raise ImagegenError(f"{_title(checkpoint, model)} has no attention: pass the --checkpoint of an "
+                            f"Image Transformer (shipped: {', '.join(names) or 'none'}), or use `imagegen "
+                            "explain receptive-field`")
+    _pixel_in(model, pixel)
+    layers, heads = len(model.blocks), model.blocks[0].attn.heads
+    choices = {"layer": (layer, layers, ["all"]), "head": (head, heads, ["mean", "all"])}
+    for option, (value, count, words) in choices.items():
+        if value not in words and not (value.isdigit() and int(value) < count):
+            raise ImagegenError(f"--{option} {value}: choose {', '.join(words)} or 0..{count - 1}")
+    images, cond = _explain_inputs(model, [image], resize, label, device)
+    amap = attention_map(model, images[0], pixel, cond)
+    shown = list(range(layers)) if layer == "all" else [int(layer)]
+    plot_attention(amap, images[0], model.levels, out, f"{_title(checkpoint, model)} on {image.name}", shown,
+                   head)
+    click.echo(f"wrote {out}: attention of row {pixel[1]}, column {pixel[2]}, channel {pixel[0]} in "
+               f"{len(shown)} layer(s)")
+
+
+@explain.command("receptive-field")
+@click.option("--pixel", "-p", required=True, type=Pixel(), help="The sub-pixel: ROW,COL[,CHANNEL].")
+@click.option("--image", "-i", "images", multiple=True, type=IMAGE_FILE,
+              help="Image to average over (repeatable; default: --num samples of the model).")
+@CHECKPOINT
+@click.option("--num", "-n", default=4, show_default=True, type=click.IntRange(1, 1000),
+              help="Samples to average over when no --image is given.")
+@click.option("--seed", "-s", default=0, show_default=True, type=SEED, help="Seed of those samples.")
+@LABEL
+@RESIZE
+@click.option("--out", "-o", default="receptive_field.png", show_default=True, type=IMAGE_FILE,
+              help=PICTURE_HELP)
+@DEVICE
+@_friendly
+def explain_receptive_field(pixel, images, checkpoint, num, seed, label, resize, out, device):
+    """How strongly one sub-pixel's log-likelihood depends on every input sub-pixel (gradient
+    magnitude, averaged over images); the sub-pixel and its future in generation order hatched."""
+    import copy
+
+    from .explain.receptive_field import future, plot_receptive_field, receptive_field
+    from .sampling import sample as draw
+
+    _start_picture(out, list(images))
+    model = _load(checkpoint, device)
+    _pixel_in(model, pixel)
+    if images:
+        x, cond = _explain_inputs(model, list(images), resize, label, device)
+    elif model.upscale_factor:
+        raise ImagegenError("a super-resolution model needs the images to average over: pass --image")
+    else:
+        cond = _labels(model, label, num, device)
+        # A copy samples: sample() runs in inference mode, and caches a model fills there (the
+        # transformer's layout) cannot take part in the gradients taken next.
+        x = draw(copy.deepcopy(model), num, seed=seed, cond=cond)
+    field = receptive_field(model, x, pixel, cond)
+    later = future(model, tuple(x.shape[1:]), pixel)
+    source = f"{len(images)} image(s)" if images else f"{num} samples of the model (seed {seed})"
+    c, i, j = pixel
+    plot_receptive_field(field, later, pixel, out, f"{_title(checkpoint, model)}: row {i}, column {j}"
+                         + (f", channel {c}" if model.channels > 1 else ""), source)
+    click.echo(f"wrote {out}: receptive field of row {i}, column {j}, channel {c}, mean over {source}")
+
+
 @main.command()
 @click.argument("config", type=click.Path(dir_okay=False, path_type=Path))
 @click.option("--set", "overrides", multiple=True, metavar="SECTION.KEY=VALUE",
@@ -70,7 +318,8 @@ def _load(checkpoint: str | None, device: str, precision: str = "fp32"):
               help="Run directory (default: runs/<config name>).")
 @click.option("--resume", is_flag=True, help="Continue the run in --output-dir from its last checkpoint.")
 @click.option("--max-steps", type=click.IntRange(min=1), help="Train to this many optimiser steps.")
-@click.option("--data", "data_path", help="Dataset file or folder (overrides data.path).")
+@click.option("--data", "data_path", help="Dataset file or folder (overrides data.path; without either: "
+              "$IMAGEGEN_DATA/<dataset>, by default ~/.cache/imagegen/<dataset>).")
 @click.option("--download", is_flag=True, help="Download the dataset if it is missing (MNIST, CIFAR-10).")
 @_friendly
 def train(config, overrides, output_dir, resume, max_steps, data_path, download):
@@ -118,8 +367,9 @@ OUT_HELP = "Output image; its extension picks the format: .png, .jpg, .jpeg, .bm
 @click.option("--decoder", type=click.Choice(["cached", "reference"]), default="cached", show_default=True)
 @click.option("--device", default="cpu", show_default=True, help="Torch device, e.g. cuda.")
 @PRECISION
+@_animated
 @_friendly
-def sample(checkpoint, num, temperature, seed, label, out, decoder, device, precision):
+def sample(checkpoint, num, temperature, seed, label, out, decoder, device, precision, animate, frame_every):
     """Sample NUM images into an image grid."""
     from tqdm.auto import tqdm
 
@@ -128,17 +378,20 @@ def sample(checkpoint, num, temperature, seed, label, out, decoder, device, prec
     from .sampling import sample as draw
 
     check_output_file(out, "--out")
+    _check_animate(animate, out)
     start = time.perf_counter()
     model = _load(checkpoint, device, precision)
     if model.upscale_factor:
         raise ImagegenError("this is a super-resolution checkpoint: use `imagegen upscale --image SMALL.png`")
     cond = _labels(model, label, num, device)
+    film = _film(animate, model, 1, num)
     with tqdm(total=num * model.channels * model.image_size[0] * model.image_size[1], unit="sub-px",
-              desc="sample", disable=None, leave=False) as bar:
+              desc="sample", disable=None, leave=False) as bar, _painting(film, model, 0, frame_every):
         images = draw(model, num, temperature=temperature, seed=seed, cond=cond, decoder=decoder,
                       progress=lambda t, total: bar.update(1))
     save_grid(images.cpu(), out, levels=model.levels)
     click.echo(f"wrote {out}: {num} samples in {time.perf_counter() - start:.1f} s")
+    _save_film(film, animate)
 
 
 def _labels(model, label: int | None, num: int, device: str):
@@ -158,9 +411,10 @@ def _labels(model, label: int | None, num: int, device: str):
 
 @main.command("eval")
 @click.option("--checkpoint", "-c", help="Checkpoint directory or shipped name (default: the shipped one).")
-@click.option("--data", "data_path", required=True, help="Dataset file or folder.")
+@click.option("--data", "data_path", help="Dataset file or folder (default: $IMAGEGEN_DATA/<dataset>, by "
+              "default ~/.cache/imagegen/<dataset>).")
 @click.option("--dataset", help="Dataset name (default: the one the checkpoint was trained on).")
-@click.option("--download", is_flag=True, help="Download the dataset into --data if it is missing.")
+@click.option("--download", is_flag=True, help="Download the dataset if it is missing (MNIST, CIFAR-10).")
 @click.option("--split", type=click.Choice(["train", "val", "test"]), default="val", show_default=True,
               help="val to compare and choose models; test once per final model, for a results table.")
 @click.option("--limit", type=click.IntRange(min=1), help="Evaluate only the first N images.")
@@ -179,7 +433,8 @@ def evaluate(checkpoint, data_path, dataset, download, split, limit, batch_size,
     from tqdm.auto import tqdm
 
     from . import checkpoint as ckpt
-    from .data import load_dataset
+    from .data import dataset as dataset_entry
+    from .data import default_root, load_dataset
     from .metrics import bits_per_dim, superres_metrics
 
     info = ckpt.read_info(checkpoint)
@@ -187,13 +442,12 @@ def evaluate(checkpoint, data_path, dataset, download, split, limit, batch_size,
     name = dataset or info.get("dataset")
     if not name:
         raise ImagegenError("the checkpoint does not record its dataset: pass --dataset")
-    key = str(name).lower().replace("-", "_")
-    # Image folders (and CelebA) are cropped and resized to the model's size and channels.
-    sized = {"image_size": model.image_size[0]} if key in ("folder", "celeba") else {}
-    if key == "folder":
-        sized["channels"] = model.channels
+    entry = dataset_entry(name, data_path)
+    # Image files (a folder, CelebA) are cropped and resized to the model's size and channels.
+    sized = dict(image_size=model.image_size[0], channels=model.channels) if entry.any_size else {}
     data = load_dataset(name, data_path, split, binarize=info.get("binarize"), val_size=info.get("val_size"),
                         download=download, **sized)
+    data_path = data_path or default_root(entry.name)
     if data.images.shape[1:] != (model.channels, *model.image_size):
         raise ImagegenError(f"{data_path} holds {tuple(data.images.shape[1:])} images but the model "
                             f"expects {(model.channels, *model.image_size)}")
@@ -243,8 +497,7 @@ def _outputs(out: Path, out_dir: Path | None, images: list[Path], num: int,
 
     inputs = {p.resolve(): p for p in [*images, *([mask] if mask else [])]}
     check_output_file(out, "--out")
-    if out.resolve() in inputs:
-        raise ImagegenError(f"--out {out} is one of the input images: choose another --out")
+    _not_an_input(out, "--out", list(inputs.values()))
     if out_dir is None:
         return [[] for _ in images]
     check_output_dir(out_dir, "--out-dir")
@@ -312,9 +565,10 @@ def _seed(seed: int | None, k: int) -> int | None:
 @click.option("--out", "-o", default="completions.png", show_default=True, help=OUT_HELP,
               type=click.Path(dir_okay=False, path_type=Path))
 @_common
+@_animated
 @_friendly
 def complete(images, keep_rows, keep_fraction, mask, label, resize, out, checkpoint, num, temperature, seed,
-             out_dir, device, precision):
+             out_dir, device, precision, animate, frame_every):
     """Complete partial images: keep part of each --image and sample the rest NUM times.
 
     Writes one row per image: the original, the kept part (the rest grey) and NUM completions.
@@ -326,6 +580,7 @@ def complete(images, keep_rows, keep_fraction, mask, label, resize, out, checkpo
         raise ImagegenError("say what to keep with exactly one of --keep-rows N, --keep-fraction F, "
                             "--mask FILE")
     files = _outputs(out, out_dir, list(images), num, mask)
+    _check_animate(animate, out, [*images, mask], files)
 
     import torch
     from tqdm.auto import tqdm
@@ -356,15 +611,19 @@ def complete(images, keep_rows, keep_fraction, mask, label, resize, out, checkpo
                    "they are held fixed, not conditioned on", err=True)
     rows = []
     total = len(inputs) * num * keep.numel()
+    film = _film(animate, model, len(inputs), num + 2, nrow=num + 2)
     with tqdm(total=total, unit="sub-px", desc="complete", disable=None, leave=False) as bar:
         for k, image in enumerate(inputs):
-            drawn = completion.complete(model, image, keep, num, temperature=temperature, seed=_seed(seed, k),
-                                        cond=cond, progress=lambda t, n: bar.update(1))
             shown = torch.where(keep, image, from_uint8(torch.tensor(128), model.levels))
+            with _painting(film, model, k, frame_every, before=torch.stack([image, shown])):
+                drawn = completion.complete(model, image, keep, num, temperature=temperature,
+                                            seed=_seed(seed, k), cond=cond,
+                                            progress=lambda t, n: bar.update(1))
             rows.append(torch.cat([image[None], shown[None], drawn.long().cpu()]))
     _write_rows(rows, out, files, model.levels, first=2)
     click.echo(f"wrote {out}: {num} completions of {len(inputs)} image(s) in "
                f"{time.perf_counter() - start:.1f} s")
+    _save_film(film, animate)
 
 
 @main.command()
@@ -374,14 +633,17 @@ def complete(images, keep_rows, keep_fraction, mask, label, resize, out, checkpo
 @click.option("--out", "-o", default="upscaled.png", show_default=True, help=OUT_HELP,
               type=click.Path(dir_okay=False, path_type=Path))
 @_common
+@_animated
 @_friendly
-def upscale(images, resize, out, checkpoint, num, temperature, seed, out_dir, device, precision):
+def upscale(images, resize, out, checkpoint, num, temperature, seed, out_dir, device, precision, animate,
+            frame_every):
     """Upscale small images with a super-resolution checkpoint (default: the shipped MNIST
     7x7 -> 28x28 upscaler).
 
     Writes one row per image: the input (enlarged with nearest neighbours) and NUM samples.
     """
     files = _outputs(out, out_dir, list(images), num)
+    _check_animate(animate, out, list(images), files)
 
     import torch
     from tqdm.auto import tqdm
@@ -397,16 +659,20 @@ def upscale(images, resize, out, checkpoint, num, temperature, seed, out_dir, de
                             f"(shipped: {ckpt.DEFAULT_UPSCALER})")
     inputs = [_model_sized(model, path, resize, low=True) for path in images]
     rows = []
+    film = _film(animate, model, len(inputs), num + 1, nrow=num + 1)
     with tqdm(total=len(inputs) * num * model.channels * model.image_size[0] * model.image_size[1],
               unit="sub-px", desc="upscale", disable=None, leave=False) as bar:
         for k, low in enumerate(inputs):
             cond = low[None].expand(num, -1, -1, -1).to(device)
-            drawn = draw(model, num, temperature=temperature, seed=_seed(seed, k), cond=cond,
-                         progress=lambda t, n: bar.update(1))
-            rows.append(torch.cat([nearest_upsample(low[None], model.upscale_factor), drawn.long().cpu()]))
+            big = nearest_upsample(low[None], model.upscale_factor)
+            with _painting(film, model, k, frame_every, before=big):
+                drawn = draw(model, num, temperature=temperature, seed=_seed(seed, k), cond=cond,
+                             progress=lambda t, n: bar.update(1))
+            rows.append(torch.cat([big, drawn.long().cpu()]))
     _write_rows(rows, out, files, model.levels, first=1)
     click.echo(f"wrote {out}: {num} upscalings of {len(inputs)} image(s) in "
                f"{time.perf_counter() - start:.1f} s")
+    _save_film(film, animate)
 
 
 @main.command("models")

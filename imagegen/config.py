@@ -99,7 +99,7 @@ class DataConfig(Validated):
 
     SECTION: ClassVar[str] = "data"
     name: str = "mnist"
-    path: str | None = None  # file or folder; None looks in ~/.cache/imagegen/<name>
+    path: str | None = None  # file or folder; None: $IMAGEGEN_DATA/<name> (default ~/.cache/imagegen/<name>)
     binarize: Literal["threshold", "stochastic"] | None = None  # stochastic: re-drawn every batch
     image_size: PositiveInt | None = None  # resize (folder datasets)
     download: bool = False

@@ -44,15 +44,13 @@ class Datasets:
 def load_data(config: Config) -> Datasets:
     """The train and eval splits named by ``config.data``."""
     d = config.data
-    if d.binarize not in (None, "threshold", "stochastic"):
-        raise ConfigError(f"data.binarize must be null, threshold or stochastic, not {d.binarize!r}")
     if d.train_split == d.eval_split:
         raise ConfigError(f"data.eval_split is {d.eval_split!r}, the split it trains on: evaluate on val")
     kwargs = dict(image_size=d.image_size, download=d.download, val_size=d.val_size)
     # Stochastic binarization is re-drawn for every training batch; eval uses one fixed draw.
     train_binarize = None if d.binarize == "stochastic" else d.binarize
     train = load_dataset(d.name, d.path, d.train_split, binarize=train_binarize, **kwargs)
-    if d.train_limit:
+    if d.train_limit:  # views: a memory-mapped split stays mapped
         train = ImageData(train.images[: d.train_limit],
                           None if train.labels is None else train.labels[: d.train_limit],
                           train.levels, train.num_classes)

@@ -38,16 +38,13 @@ import torch
 from common import exit_code, markdown_table
 
 from imagegen.config import Config, load_config
+from imagegen.data import dataset
 from imagegen.errors import ConfigError
 from imagegen.models import AutoregressiveModel, build_model
 from imagegen.models.head import loss as nll_loss
 from imagegen.sampling import sample
 
 DEFAULT_CONFIG = Path(__file__).resolve().parent.parent / "configs" / "mnist_gated_pixelcnn.yaml"
-# (C, H, W) and class count of each dataset name, so that no dataset has to be read.
-SHAPES = {"mnist": (1, 28, 28), "binarized_mnist": (1, 28, 28), "cifar10": (3, 32, 32),
-          "imagenet32": (3, 32, 32), "imagenet64": (3, 64, 64)}
-NUM_CLASSES = {"mnist": 10, "binarized_mnist": 10, "cifar10": 10, "imagenet32": 1000, "imagenet64": 1000}
 VARIANTS = (("fp32", "NCHW"), ("fp32", "channels_last"), ("bf16", "NCHW"), ("bf16", "channels_last"))
 
 
@@ -111,10 +108,10 @@ def data_shape(config: Config, text: str | None) -> tuple[int, int, int]:
     """The training image shape: ``--shape`` if given, else the dataset's (resized to data.image_size)."""
     if text:
         return parse_shape(text, "--shape")
-    name = config.data.name.lower().replace("-", "_")
-    if name not in SHAPES:
-        raise ConfigError(f"no known image shape for dataset {config.data.name!r}: pass --shape C,H,W")
-    c, h, w = SHAPES[name]
+    shape = dataset(config.data.name, config.data.path).shape  # from the registry: no data is read
+    if shape is None:
+        raise ConfigError(f"no fixed image shape for dataset {config.data.name!r}: pass --shape C,H,W")
+    c, h, w = shape
     size = config.data.image_size
     return (c, size, size) if size else (c, h, w)
 
@@ -136,10 +133,10 @@ def make_model(kwargs: dict, config: Config, shape: tuple[int, int, int]) -> Aut
     name = kwargs.pop("name")
     c, h, w = shape
     kwargs.update(channels=c, image_size=(h, w))
-    levels = 2 if config.data.binarize or config.data.name.lower() == "binarized_mnist" else 256
-    kwargs.setdefault("levels", levels)
+    entry = dataset(config.data.name, config.data.path)
+    kwargs.setdefault("levels", 2 if config.data.binarize else entry.levels)
     if config.data.class_conditional:
-        kwargs.setdefault("num_classes", NUM_CLASSES.get(config.data.name.lower(), 10))
+        kwargs.setdefault("num_classes", entry.num_classes)
     try:
         return build_model(name, **kwargs)
     except ValueError as e:

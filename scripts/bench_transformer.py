@@ -34,7 +34,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_train import SHAPES, machine_line, synchronize  # noqa: E402
+from bench_train import data_shape, machine_line, synchronize  # noqa: E402
 from common import exit_code, markdown_table  # noqa: E402
 
 from imagegen.config import Config, load_config  # noqa: E402
@@ -78,9 +78,7 @@ def build(args: argparse.Namespace) -> tuple[torch.nn.Module, dict, Config]:
     name = kwargs.pop("name")
     if not name.startswith("transformer_") or name.startswith("transformer_sr"):
         raise ConfigError(f"{args.config}: bench_transformer takes a transformer_1d/2d config, not {name!r}")
-    if config.data.name not in SHAPES:
-        raise ConfigError(f"no known image shape for dataset {config.data.name!r}")
-    c, *size = SHAPES[config.data.name]
+    c, *size = data_shape(config, None)
     if args.quick:
         kwargs.update(QUICK_MODEL, dropout=0.0)
         kwargs.update(dict(block_length=16, memory_length=16) if name == "transformer_1d"

@@ -911,7 +911,7 @@ def readable(path: Path) -> bool:
 def run_case(n: int, case: Case, assets: Path, work: Path) -> Result:
     d = work / f"case_{n:03d}"
     d.mkdir()
-    home = work / f"home_{n:03d}"  # datasets are looked for under ~/.cache: keep the real one out of reach
+    home = work / f"home_{n:03d}"  # datasets are looked for in the data root: keep the real one out of reach
     home.mkdir()
     for name in case.assets:
         src = assets / name
@@ -920,7 +920,7 @@ def run_case(n: int, case: Case, assets: Path, work: Path) -> Result:
         case.prepare(d)
     before = snapshot(d)
     cmd = [sys.executable, "-m", "imagegen.cli", *case.args]
-    env = {**ENV, "HOME": str(home)}
+    env = {**ENV, "HOME": str(home), "IMAGEGEN_DATA": str(home / "data")}
     start = time.perf_counter()
     if case.runner:
         outcome = case.runner(case, d, cmd, env)
@@ -1075,7 +1075,7 @@ def main(argv: list[str] | None = None) -> int:
         assets.mkdir()
         print(f"making assets in {assets} ...", file=sys.stderr)
         runs = {name for c in selected for name in c.assets if name in ("run", "bigrun")}
-        make_assets(assets, {**ENV, "HOME": str(work)}, runs)
+        make_assets(assets, {**ENV, "HOME": str(work), "IMAGEGEN_DATA": str(work / "data")}, runs)
         with ThreadPoolExecutor(max(1, args.jobs)) as pool:
             futures = [pool.submit(run_case, n, c, assets, work) for n, c in enumerate(selected, 1)]
             results = []

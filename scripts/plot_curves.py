@@ -1,17 +1,17 @@
-"""Validation bits/dim of training runs, side by side, against images seen and training hours.
+"""Validation bits/dim of training runs, side by side, against images seen and CPU hours.
 
     python scripts/plot_curves.py RUN_DIR [RUN_DIR ...] [--label NAME ...] [--out docs/images/curves.png]
 
-Reads each run directory's ``metrics.jsonl`` (the trainer's ``{"step", "eval_bpd"}`` and
-``{"step", "loss", "bpd", "lr", "images_per_s"}`` records) and ``config.yaml`` (batch size and
-gradient accumulation), and draws one PNG with two panels: eval bits/dim against images seen
-(``step x batch_size x grad_accum``, one process) and against training hours.
+Reads each run directory's ``metrics.jsonl`` (the trainer's ``{"step", "eval_bpd", "images",
+"cpu_hours"}`` and ``{"step", "loss", "bpd", "lr", "images", "cpu_hours", "images_per_s"}`` records)
+and ``config.yaml`` (batch size and gradient accumulation), and draws one PNG with two panels: eval
+bits/dim against images seen and against CPU hours.
 
-Training hours are the sum of the logged windows, ``steps in the window x images per step /
-images_per_s``: wall-clock time of the training loop with its evals and checkpoints, start-up
-excluded. For a single-threaded run on a machine with a free core per run this is its CPU time; on
-an oversubscribed machine wall time overstates the cost. A resumed run's repeated steps count
-again (the work was done), and its later eval at a step replaces the earlier one.
+CPU hours are what the trainer logs: user + system time of every thread of its processes, summed,
+up to the eval (the eval's own cost excluded), carried across resumes from the checkpoint. Runs
+written before the trainer logged them fall back to ``step x batch_size x grad_accum`` images and
+to wall-clock hours summed from the logged windows (``steps x images per step / images_per_s``),
+and their legend says "(wall clock)". A resumed run's later eval at a step replaces the earlier one.
 
 Needs matplotlib (``pip install matplotlib``). Bad input prints one ``error:`` line and exits 2.
 """
@@ -35,13 +35,15 @@ DEFAULT_OUT = Path(__file__).resolve().parent.parent / "docs" / "images" / "curv
 
 @dataclass
 class Curve:
-    """One run's eval points: ``steps``, ``images`` seen, training ``hours`` and ``bpd``, by step."""
+    """One run's eval points: ``steps``, ``images`` seen, training ``hours`` and ``bpd``, by step;
+    ``cpu``: whether the hours are CPU hours (else wall clock, for runs from earlier versions)."""
 
     label: str
     steps: list[int]
     images: list[int]
     hours: list[float]
     bpd: list[float]
+    cpu: bool = True
 
 
 def read_records(run_dir: Path) -> list[dict]:
@@ -83,15 +85,19 @@ def read_curve(run_dir: str | Path, label: str | None = None) -> Curve:
     except ConfigError as e:
         raise ImagegenError(f"{run_dir}: {e}") from None
     records = read_records(run_dir)
-    images_per_step = train.batch_size * train.grad_accum
-    hours = hours_at_steps(records, images_per_step, train.log_every)
-    evals = {r["step"]: r["eval_bpd"] for r in records if "eval_bpd" in r}  # the later eval wins
+    evals = {r["step"]: r for r in records if "eval_bpd" in r}  # the later eval wins
     if not evals:
         raise ImagegenError(f"{run_dir}/metrics.jsonl has no eval_bpd records yet: wait for the first eval")
-    logged = sorted(hours)
     steps = sorted(evals)
-    return Curve(label or run_dir.name, steps, [s * images_per_step for s in steps],
-                 [_interp(s, logged, hours) for s in steps], [evals[s] for s in steps])
+    label = label or run_dir.name
+    if all("cpu_hours" in evals[s] and "images" in evals[s] for s in steps):
+        column = lambda key: [evals[s][key] for s in steps]  # noqa: E731
+        return Curve(label, steps, column("images"), column("cpu_hours"), column("eval_bpd"))
+    images_per_step = train.batch_size * train.grad_accum
+    hours = hours_at_steps(records, images_per_step, train.log_every)
+    logged = sorted(hours)
+    return Curve(f"{label} (wall clock)", steps, [s * images_per_step for s in steps],
+                 [_interp(s, logged, hours) for s in steps], [evals[s]["eval_bpd"] for s in steps], cpu=False)
 
 
 def _interp(step: int, logged: list[int], hours: dict[int, float]) -> float:
@@ -120,7 +126,7 @@ def plot(curves: list[Curve], out: Path, title: str) -> Path:
         by_hours.plot(c.hours, c.bpd, marker=".", label=c.label)
     by_images.set_xlabel("training images seen")
     by_images.set_ylabel("val bits/dim")
-    by_hours.set_xlabel("training hours (wall clock of the loop, from logged images/s)")
+    by_hours.set_xlabel("training CPU hours (all threads)")
     for ax in (by_images, by_hours):
         ax.grid(alpha=0.3)
     by_hours.legend()

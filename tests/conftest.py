@@ -15,3 +15,10 @@ def _fresh_accelerate_state():
 @pytest.fixture(autouse=True, scope="session")
 def _two_threads():
     torch.set_num_threads(min(2, torch.get_num_threads()))
+
+
+@pytest.fixture(autouse=True)
+def _data_root(tmp_path_factory, monkeypatch):
+    """Datasets looked for without a path, and shared memory-mapped copies, go to a fresh folder (also
+    for the commands tests run), never to the user's cache."""
+    monkeypatch.setenv("IMAGEGEN_DATA", str(tmp_path_factory.mktemp("imagegen_data")))

@@ -3,6 +3,7 @@
 import re
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -81,6 +82,21 @@ def test_train_then_resume_from_the_cli(tmp_path):
     code, output = run(*args, "--max-steps", 4, "--resume")
     assert code == 0 and "resuming at step 2" in output, output
     assert checkpoint.read_info(run_dir / "model")["step"] == 4
+
+
+def test_a_shipped_config_and_eval_find_the_data_in_the_data_root(ckpt, tmp_path, monkeypatch):
+    (tmp_path / "root" / "mnist").mkdir(parents=True)
+    tiny_mnist(tmp_path / "root" / "mnist" / "mnist.npz")
+    monkeypatch.setenv("IMAGEGEN_DATA", str(tmp_path / "root"))
+    code, output = run("eval", "--checkpoint", ckpt, "--split", "test")
+    assert code == 0 and "mnist test, 16 images" in output, output
+    config = Path(__file__).parent.parent / "configs" / "mnist_pixelcnn.yaml"  # as shipped, plus a length
+    code, output = run("train", config, "--max-steps", 1, "--output-dir", tmp_path / "run")
+    assert code == 0 and "done: step 1" in output, output
+    monkeypatch.setenv("IMAGEGEN_DATA", str(tmp_path / "empty"))  # no data there: say where it belongs
+    code, output = run("eval", "--checkpoint", ckpt)
+    assert code == 2 and f"mnist not found in {tmp_path / 'empty' / 'mnist'}" in output, output
+    assert "--data" in output and "--download" in output and len(output.splitlines()) == 1
 
 
 @pytest.mark.parametrize("args, message", [

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import gzip
+import hashlib
 import io
+import os
 import pickle
 import tarfile
 import urllib.request
@@ -14,8 +16,9 @@ import pytest
 import torch
 from PIL import Image
 
-from imagegen.data import DataError, ImageData, available_datasets, binarize, load_dataset
+from imagegen.data import DATASETS, DataError, ImageData, available_datasets, binarize, load_dataset
 from imagegen.data import download as dl
+from imagegen.data.dataset import carve_val
 
 RNG = np.random.default_rng(0)
 
@@ -449,3 +452,78 @@ def test_val_is_carved_out_of_train_deterministically_and_never_overlaps(tmp_pat
     # the default: 5,000 for MNIST or a tenth of the training images, whichever is fewer
     assert len(load_dataset("mnist", path, "val")) == 5
     assert "val_size 50" in _raises(path, load_dataset, "mnist", path, "val", val_size=50)
+
+
+# The carve as it was when the two long MNIST runs started: the first val indices and a hash of all of
+# them (sha256 of the int64 indices, first 16 hex digits), of val and of train.
+PINNED_CARVES = {
+    "mnist": (60_000, [17, 28, 50, 66, 72, 89, 101, 125], "9a6320f589a31db9", "0fd12bb2d600e0bd"),
+    "cifar10": (50_000, [14, 22, 24, 28, 64, 76, 84, 91], "7580bdab922dd449", "76f303ae786d764f"),
+    "imagenet32": (1_281_167, [139, 416, 455, 593, 802, 804, 902, 1152], "f6523435f54edcb1",
+                   "c9c808ce6ced7222"),
+}
+
+
+def _digest(indices: np.ndarray) -> str:
+    return hashlib.sha256(indices.astype("<i8").tobytes()).hexdigest()[:16]
+
+
+def test_the_mnist_val_split_is_the_pinned_one(tmp_path):
+    # 60,000 training images whose first three pixels spell their index
+    n, first, val_digest, train_digest = PINNED_CARVES["mnist"]
+    x = np.zeros((n, 28, 28), np.uint8)
+    x[:, 0, :3] = np.stack([np.arange(n) % 256, np.arange(n) // 256 % 256, np.arange(n) // 65536], 1)
+    y = np.zeros(n, np.uint8)
+    np.savez(tmp_path / "mnist.npz", x_train=x, y_train=y, x_test=x[:1], y_test=y[:1])
+    index = lambda d: (d.images[:, 0, 0, :3].long() * torch.tensor([1, 256, 65536])).sum(1).numpy()  # noqa: E731
+    val, train = (index(load_dataset("mnist", tmp_path / "mnist.npz", s)) for s in ("val", "train"))
+    assert val[:8].tolist() == first and (_digest(val), _digest(train)) == (val_digest, train_digest)
+
+
+@pytest.mark.parametrize("name", ["cifar10", "imagenet32"])
+def test_the_default_val_splits_are_the_pinned_ones(name):
+    n, first, val_digest, train_digest = PINNED_CARVES[name]
+    rows = ImageData(torch.zeros(n, 1, 1, 1, dtype=torch.uint8), torch.arange(n), 256, None)
+    val, train = (carve_val(rows, s, None, name, DATASETS[name].val_size).labels.numpy()
+                  for s in ("val", "train"))
+    assert val[:8].tolist() == first and (_digest(val), _digest(train)) == (val_digest, train_digest)
+
+
+def _fake_imagenet(base: Path, sizes: list[int], side: int = 32) -> tuple[np.ndarray, np.ndarray]:
+    xs, ys = [], []
+    for k, n in enumerate(sizes, 1):
+        xs.append(_pixels(n, 3, side, side))
+        ys.append(RNG.integers(1, 1001, n))
+        _imagenet_npz(base / f"Imagenet{side}_train_npz" / f"train_data_batch_{k}.npz", xs[-1], ys[-1])
+    _imagenet_npz(base / f"Imagenet{side}_val_npz" / "val_data.npz", xs[0], ys[0])
+    return np.concatenate(xs), np.concatenate(ys) - 1
+
+
+def _mapped_file(t: torch.Tensor) -> str | None:
+    """The file whose memory map holds ``t``'s first byte (Linux), else None."""
+    for line in Path("/proc/self/maps").read_text().splitlines():
+        span, *rest = line.split()
+        lo, hi = (int(v, 16) for v in span.split("-"))
+        if lo <= t.data_ptr() < hi and len(rest) == 5:
+            return rest[4]
+    return None
+
+
+@pytest.mark.skipif(not Path("/proc/self/maps").exists(), reason="reads Linux's /proc/self/maps")
+def test_imagenet_is_copied_once_into_a_shared_memory_map_carved_as_in_memory(tmp_path, monkeypatch):
+    from imagegen.data import memmap
+
+    x, y = _fake_imagenet(tmp_path / "in", [4, 3, 5, 2, 6, 1, 3, 2, 4, 3])
+    whole = ImageData(torch.from_numpy(x), torch.from_numpy(y), 256, 1000)
+    root = os.path.realpath(os.environ["IMAGEGEN_DATA"])
+    for split in ("train", "val"):
+        data = load_dataset("imagenet32", tmp_path / "in", split, val_size=5)
+        want = carve_val(whole, split, 5, "in memory")
+        _check(data, want.images.numpy(), want.labels.numpy())
+        mapped = _mapped_file(data.images)  # mapped from the copy in the data root, not read into memory
+        assert mapped and mapped.startswith(root) and mapped.endswith("images.npy"), mapped
+    converted = []
+    monkeypatch.setattr(memmap, "_convert", lambda *args: converted.append(args))
+    for split in ("train", "val"):
+        load_dataset("imagenet32", tmp_path / "in", split, val_size=5)
+    assert converted == []  # made once, then only mapped

@@ -38,7 +38,18 @@ def train(step: int, images_per_s: float) -> dict:
     return {"step": step, "loss": 1.0, "bpd": 1.4, "lr": 1e-3, "images_per_s": images_per_s}
 
 
-def test_images_and_hours_of_a_resumed_run(tmp_path):
+def test_images_and_cpu_hours_come_from_the_eval_records(tmp_path):
+    run = fake_run(tmp_path / "run", [
+        {**train(10, 40.0), "images": 40, "cpu_hours": 0.1},
+        {"step": 10, "eval_bpd": 3.0, "images": 40, "cpu_hours": 0.1},
+        {"step": 20, "eval_bpd": 2.0, "images": 80, "cpu_hours": 0.25},
+        {"step": 20, "eval_bpd": 1.5, "images": 80, "cpu_hours": 0.3}])  # resumed: evaluated again
+    curve = plot_curves.read_curve(run)
+    assert (curve.label, curve.cpu) == ("run", True)
+    assert curve.images == [40, 80] and curve.hours == [0.1, 0.3] and curve.bpd == [3.0, 1.5]
+
+
+def test_images_and_hours_of_a_resumed_run_of_an_earlier_version(tmp_path):
     # 8 images a step; windows of 10 steps: 80 images at 40/s = 2 s, at 20/s = 4 s.
     # Resumed from a checkpoint at step 20 after logging step 30: the repeated window counts again.
     run = fake_run(tmp_path / "run", [
@@ -50,7 +61,7 @@ def test_images_and_hours_of_a_resumed_run(tmp_path):
 
     curve = plot_curves.read_curve(run)
 
-    assert curve.label == "run"
+    assert (curve.label, curve.cpu) == ("run (wall clock)", False)
     assert curve.steps == [20, 30, 45]
     assert curve.images == [160, 240, 360]
     assert curve.bpd == [3.0, 2.0, 1.5]  # the later eval at step 30 replaces the earlier one

@@ -14,6 +14,7 @@ from click.testing import CliRunner
 from safetensors.torch import load_file
 
 from imagegen import checkpoint, cli
+from imagegen.config import from_dict
 from imagegen.errors import ConfigError, ImagegenError
 from imagegen.lock import RunBusyError
 from imagegen.training import Trainer, lr_factor
@@ -145,6 +146,22 @@ def test_changed_length_and_lr_are_recorded_as_a_segment(data, finished, tmp_pat
     trainer.fit()
     assert (run / "config.yaml").read_bytes() == config  # the original, never rewritten
     assert trainer.optimizer.param_groups[0]["lr"] == 1e-3 * lr_factor(7, trainer.config)  # the new lr
+
+
+def test_resume_reads_the_data_from_a_new_place(data, finished, tmp_path, monkeypatch):
+    """data.path may change on resume: to another copy, or to none (the data root, as shipped configs)."""
+    run = _copy(finished, tmp_path / "run")
+    (tmp_path / "root" / "mnist").mkdir(parents=True)
+    moved = shutil.copy(data, tmp_path / "root" / "mnist" / "mnist.npz")
+    _resume(moved, run, max_steps=7).fit()
+    monkeypatch.setenv("IMAGEGEN_DATA", str(tmp_path / "root"))
+    shipped = {**tiny_config(data, max_steps=8, sample_every=3).to_dict(), "data": {"name": "mnist"}}
+    resumed = Trainer(from_dict(shipped), run, resume=True, show_progress=False)
+    resumed.fit()
+    segments = [json.loads(line)["changes"] for line in (run / "segments.jsonl").read_text().splitlines()]
+    assert segments[-2:] == [{"data.path": [str(data), str(moved)], "train.max_steps": [6, 7]},
+                             {"data.path": [str(moved), None], "train.max_steps": [7, 8]}]
+    assert resumed.step == 8
 
 
 @pytest.mark.parametrize("damage", ["truncate", "swap_rng"])

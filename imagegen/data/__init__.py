@@ -1,6 +1,7 @@
-"""Dataset readers: MNIST, binarized MNIST, CIFAR-10, downsampled ImageNet and folders of images.
+"""Dataset readers: MNIST, binarized MNIST, CIFAR-10, downsampled ImageNet, CelebA and folders of images.
 
-Every reader returns an `ImageData` holding uint8 images (N, C, H, W) and int64 labels (N,) or None:
+Every reader returns an `ImageData` holding uint8 images (N, C, H, W) and int64 labels (N,) or None;
+`DATASETS` (the registry) says each dataset's shape, classes, splits, files and download:
 
     from imagegen.data import load_dataset
     data = load_dataset("cifar10", "/data/cifar-10-batches-py", "test")
@@ -10,7 +11,9 @@ Every reader returns an `ImageData` holding uint8 images (N, C, H, W) and int64 
 from imagegen.errors import DataError
 
 from .dataset import ImageData
-from .load import available_datasets, default_root, load_dataset
+from .load import load_dataset
+from .registry import DATASETS, Dataset, available_datasets, data_root, dataset, default_root
 from .transforms import binarize
 
-__all__ = ["DataError", "ImageData", "available_datasets", "binarize", "default_root", "load_dataset"]
+__all__ = ["DATASETS", "DataError", "Dataset", "ImageData", "available_datasets", "binarize", "data_root",
+           "dataset", "default_root", "load_dataset"]

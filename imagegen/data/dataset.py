@@ -1,4 +1,4 @@
-"""The in-memory dataset every reader returns, and split-name handling."""
+"""The in-memory dataset every reader returns, the carving of val out of train, and array checks."""
 
 from __future__ import annotations
 
@@ -9,14 +9,12 @@ import torch
 
 from imagegen.errors import DataError
 
-SPLITS = ("train", "val", "test")
-_VAL_ALIASES = ("validation",)
 VAL_SEED = 0  # numpy's frozen legacy RandomState stream: the same carve on every numpy version
 
 
 @dataclass
 class ImageData:
-    """A whole split of a dataset held in memory.
+    """A whole split of a dataset, in memory or memory-mapped.
 
     images: uint8 tensor (N, C, H, W) with values in [0, levels).
     labels: int64 tensor (N,) with values in [0, num_classes), or None for unlabelled data.
@@ -66,65 +64,48 @@ class ImageData:
         return c, h, w
 
 
-def normalize_split(split: str, dataset: str, where: object = None) -> str:
-    """Return "train", "val" or "test" for a split name ("validation" means "val").
+def carved_order(n: int, val_size: int | None, where: object, default: int = 5000) -> tuple[np.ndarray, int]:
+    """The rows (n,) of a training set in carved order, the training rows then the ``k`` validation
+    rows, each in file order; and ``k``.
 
-    `where` (the dataset's path) is named in the error message.
+    The validation rows are a fixed random subset (seeded, independent of torch and of the numpy
+    version) of ``val_size`` rows; None: ``default`` or a tenth of the rows, whichever is fewer.
     """
-    s = str(split).lower()
-    if s in SPLITS:
-        return s
-    if s in _VAL_ALIASES:
-        return "val"
-    at = f" at {where}" if where is not None else ""
-    raise DataError(f"unknown split {split!r} for dataset {dataset!r}{at}: use train, val or test")
+    k = min(default, n // 10) if val_size is None else val_size
+    if not 0 <= k < n:
+        raise DataError(f"val_size {k} must lie in 0..{n - 1}: {where} has {n} training images")
+    chosen = np.zeros(n, dtype=bool)
+    chosen[np.random.RandomState(VAL_SEED).permutation(n)[:k]] = True
+    return np.concatenate([np.flatnonzero(~chosen), np.flatnonzero(chosen)]), k
 
 
 def carve_val(data: ImageData, split: str, val_size: int | None, where: object, default: int = 5000
               ) -> ImageData:
-    """The ``split`` ("train" or "val") of a training set from which a validation set is carved.
-
-    The validation images are a fixed random subset of ``val_size`` images (seeded, independent of
-    torch and of the numpy version; None: ``default`` or a tenth of the images, whichever is fewer);
-    the training split is every other image. Both keep the file's order and never overlap.
-    """
-    n = len(data)
-    if val_size is None:
-        val_size = min(default, n // 10)
-    if not 0 <= val_size < n:
-        raise DataError(f"val_size {val_size} must lie in 0..{n - 1}: {where} has {n} training images")
-    chosen = np.zeros(n, dtype=bool)
-    chosen[np.random.RandomState(VAL_SEED).permutation(n)[:val_size]] = True
-    index = torch.from_numpy(np.flatnonzero(chosen if split == "val" else ~chosen))
+    """The ``split`` ("train" or "val") of a training set: val is the subset ``carved_order`` picks,
+    train every other image; both keep the file's order and never overlap."""
+    order, k = carved_order(len(data), val_size, where, default)
+    index = torch.from_numpy(order[len(data) - k:] if split == "val" else order[: len(data) - k])
     labels = None if data.labels is None else data.labels[index]
     return ImageData(data.images[index], labels, data.levels, data.num_classes)
 
 
-def labels_tensor(labels: np.ndarray, num_classes: int, where: str, *, offset: int = 0) -> torch.Tensor:
-    """Integer array (N,) -> int64 tensor (N,) minus `offset`, checked to lie in [0, num_classes)."""
-    if labels.ndim != 1 or not np.issubdtype(labels.dtype, np.integer):
-        raise DataError(
-            f"{where}: labels must be a 1-D integer array, got {labels.dtype} of shape {labels.shape}"
-        )
-    out = torch.from_numpy(labels.astype(np.int64)) - offset
-    if out.numel() and (int(out.min()) < 0 or int(out.max()) >= num_classes):
-        lo, hi = int(out.min()) + offset, int(out.max()) + offset
-        raise DataError(f"{where}: labels must lie in {offset}..{num_classes - 1 + offset}, found {lo}..{hi}")
-    return out
-
-
-def uint8_images(x: np.ndarray, where: str) -> np.ndarray:
-    """Check that an integer array holds 8-bit pixel values and return it as uint8 (same shape)."""
-    if x.dtype == np.uint8:
-        return x
-    if not np.issubdtype(x.dtype, np.integer):
-        raise DataError(f"{where}: images must be uint8 pixel values 0..255, got dtype {x.dtype}")
-    if x.size and (x.min() < 0 or x.max() > 255):
-        raise DataError(f"{where}: images must hold pixel values 0..255, found {x.min()}..{x.max()}")
-    return x.astype(np.uint8)
-
-
-def check_count(images: np.ndarray, labels: np.ndarray, where: str) -> None:
-    """Raise DataError unless there is one label per image."""
+def labelled(images: np.ndarray, labels: np.ndarray, num_classes: int, where: str, offset: int = 0
+             ) -> ImageData:
+    """A labelled 8-bit split from integer arrays: images (N, C, H, W) of values 0..255, labels (N,) in
+    ``offset .. num_classes - 1 + offset`` (stored minus ``offset``); DataError naming ``where`` unless
+    they are."""
     if len(images) != len(labels):
         raise DataError(f"{where}: {len(images)} images but {len(labels)} labels; the file is inconsistent")
+    if not np.issubdtype(images.dtype, np.integer):
+        raise DataError(f"{where}: images must be uint8 pixel values 0..255, got dtype {images.dtype}")
+    if images.dtype != np.uint8 and images.size and (images.min() < 0 or images.max() > 255):
+        raise DataError(f"{where}: images must hold pixel values 0..255, found "
+                        f"{images.min()}..{images.max()}")
+    if labels.ndim != 1 or not np.issubdtype(labels.dtype, np.integer):
+        raise DataError(f"{where}: labels must be a 1-D integer array, got {labels.dtype} of shape "
+                        f"{labels.shape}")
+    if labels.size and (labels.min() < offset or labels.max() >= num_classes + offset):
+        raise DataError(f"{where}: labels must lie in {offset}..{num_classes - 1 + offset}, found "
+                        f"{labels.min()}..{labels.max()}")
+    pixels = torch.from_numpy(np.ascontiguousarray(images, dtype=np.uint8))
+    return ImageData(pixels, torch.from_numpy(labels.astype(np.int64) - offset), 256, num_classes)

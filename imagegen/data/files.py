@@ -15,22 +15,11 @@ import numpy as np
 
 from imagegen.errors import DataError
 
-# What reading a damaged or wrong file can raise, from numpy, zipfile, gzip, pickle and Pillow.
+# What reading a damaged or wrong file can raise, from numpy, zipfile, gzip, pickle and Pillow (SyntaxError
+# for some malformed images).
 READ_ERRORS: tuple[type[BaseException], ...] = (
-    OSError,
-    EOFError,
-    ValueError,
-    KeyError,
-    IndexError,
-    TypeError,
-    AttributeError,
-    struct.error,
-    zlib.error,
-    zipfile.BadZipFile,
-    gzip.BadGzipFile,
-    pickle.UnpicklingError,
-    SyntaxError,  # Pillow raises it for some malformed images
-)
+    OSError, EOFError, ValueError, KeyError, IndexError, TypeError, AttributeError, SyntaxError, struct.error,
+    zlib.error, zipfile.BadZipFile, gzip.BadGzipFile, pickle.UnpicklingError)
 
 
 def one_line(text: object) -> str:
@@ -59,35 +48,26 @@ def require_file(path: Path, expected: str) -> Path:
     return path
 
 
-def load_npz(path: Path, keys: list[str], expected: str) -> dict[str, np.ndarray]:
-    """Read the arrays `keys` from the .npz at `path` (no pickles); DataError if absent or corrupt."""
+def load_npz(path: Path, *key_sets: list[str], expected: str) -> dict[str, np.ndarray]:
+    """The arrays of the first of ``key_sets`` whose first name the .npz at `path` holds (else of the
+    last, so that the error names what it lacks); no pickles. DataError if absent or corrupt."""
     require_file(path, expected)
     with reading(path, expected):
         z = np.load(path, allow_pickle=False)
         if not isinstance(z, np.lib.npyio.NpzFile):
             raise DataError(f"{path}: is a single .npy array, expected {expected}")
         with z:
+            keys = next((ks for ks in key_sets if ks[0] in z.files), key_sets[-1])
             missing = [k for k in keys if k not in z.files]
             if missing:
-                raise DataError(
-                    f"{path}: has arrays {sorted(z.files)} but lacks {missing}; expected {expected}"
-                )
+                raise DataError(f"{path}: has arrays {sorted(z.files)} but lacks {missing}; expected "
+                                f"{expected}")
             return {k: z[k] for k in keys}
-
-
-def npz_keys(path: Path, expected: str) -> list[str]:
-    """The array names stored in the .npz at `path`."""
-    require_file(path, expected)
-    with reading(path, expected), zipfile.ZipFile(path) as zf:
-        return [n[:-4] if n.endswith(".npy") else n for n in zf.namelist()]
 
 
 def read_bytes(path: Path, expected: str) -> bytes:
     """The content of `path`, gunzipped when it starts with the gzip magic bytes."""
     require_file(path, expected)
-    with reading(path, expected):
-        with open(path, "rb") as f:
-            gzipped = f.read(2) == b"\x1f\x8b"
-        opener = gzip.open if gzipped else open
-        with opener(path, "rb") as f:
-            return f.read()
+    with reading(path, expected), open(path, "rb") as f:
+        raw = f.read()
+        return gzip.decompress(raw) if raw[:2] == b"\x1f\x8b" else raw

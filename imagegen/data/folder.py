@@ -17,6 +17,7 @@ from .transforms import crop_resize
 
 EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".webp", ".gif")
 MODES = {1: "L", 3: "RGB"}  # channels -> Pillow mode
+FILES = f"a directory of image files ({', '.join(EXTENSIONS)})"
 
 
 def find_images(directory: Path) -> list[Path]:
@@ -81,41 +82,32 @@ def to_8bit(im: Image.Image, channels: int) -> Image.Image:
     return im.convert(MODES[channels])
 
 
-def read_image(path: Path, image_size: int, channels: int = 3) -> np.ndarray:
-    """Open one image file (``open_image``: EXIF rotation, any mode to L or RGB), center-crop and
-    resize.
+def read_images(files: list[Path], image_size: int, channels: int) -> ImageData:
+    """Open image files (``open_image``: EXIF rotation, any mode to L or RGB), center-crop and resize
+    them: uint8 (len(files), channels, image_size, image_size), no labels, levels 256."""
+    images = np.empty((len(files), channels, image_size, image_size), dtype=np.uint8)
+    for i, f in enumerate(files):
+        pixels = np.asarray(crop_resize(open_image(f, channels=channels), image_size))
+        images[i] = pixels.reshape(image_size, image_size, channels).transpose(2, 0, 1)
+    return ImageData(torch.from_numpy(images), None, 256, None)
 
-    Returns uint8 (channels, image_size, image_size).
-    """
-    im = open_image(path, channels=channels)
-    pixels = np.asarray(crop_resize(im, image_size), dtype=np.uint8)
-    return pixels[None] if channels == 1 else pixels.transpose(2, 0, 1)
 
-
-def load_folder(directory: Path, image_size: int | None, channels: int | None = None) -> ImageData:
-    """Read every image under `directory` into one unlabelled dataset.
+def read(directory: Path, split: str, image_size: int | None, channels: int | None) -> ImageData:
+    """Every image under `directory`, whatever the split, as one unlabelled dataset.
 
     Files ending in png/jpg/jpeg/bmp/webp/gif (not hidden) are taken recursively in path order; each is
     center-cropped to a square and resized to image_size (BOX filter down, BICUBIC up).
-    channels: 3 (RGB, the default) or 1 (grayscale L).
+    channels: 3 (RGB, None) or 1 (grayscale L).
     Returns ImageData with images uint8 (N, channels, image_size, image_size), labels None, levels 256.
     """
     if image_size is None:
         raise DataError(f"{directory}: the folder dataset needs image_size (the side to resize images to)")
-    if int(image_size) < 1:
-        raise DataError(f"{directory}: image_size must be a positive integer, got {image_size}")
     channels = 3 if channels is None else channels
     if channels not in MODES:
         raise DataError(f"{directory}: channels must be 1 (grayscale) or 3 (RGB), got {channels}")
     if not directory.is_dir():
-        what = "is not a directory" if directory.exists() else "not found"
-        raise DataError(f"{directory} {what}: expected a directory of image files ({', '.join(EXTENSIONS)})")
+        raise DataError(f"{directory} is not a directory: expected {FILES}")
     files = find_images(directory)
     if not files:
-        raise DataError(
-            f"{directory}: no image files found; expected files ending in {', '.join(EXTENSIONS)}"
-        )
-    images = np.empty((len(files), channels, image_size, image_size), dtype=np.uint8)
-    for i, f in enumerate(files):
-        images[i] = read_image(f, int(image_size), channels)
-    return ImageData(images=torch.from_numpy(images), labels=None, levels=256, num_classes=None)
+        raise DataError(f"{directory}: no image files found; expected {FILES}")
+    return read_images(files, image_size, channels)

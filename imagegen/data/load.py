@@ -4,74 +4,19 @@ from __future__ import annotations
 
 import operator
 import os
-from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
 from imagegen.errors import DataError
 
-from . import cifar, imagenet, mnist
-from . import download as fetch
-from .celeba import load_celeba
-from .dataset import ImageData, carve_val, normalize_split
-from .folder import load_folder
+from . import memmap
+from .dataset import ImageData, carve_val
+from .registry import Dataset, data_root, dataset, default_root
 from .transforms import BINARIZE_MODES, resize_images
 from .transforms import binarize as binarize_images
 
 STOCHASTIC_SEED = 0  # the fixed seed of binarize="stochastic" at load time
-
-
-@dataclass(frozen=True)
-class _Source:
-    load: Callable[[Path, str], ImageData]  # (file or directory, split) -> data
-    locate: Callable[[Path, str], Path | None]  # directory -> what to pass to load, or None
-    expected: Callable[[], str]  # what to put in the directory, for error messages
-    download: Callable[[Path], None]
-    channels: int
-    cache: str  # folder name under ~/.cache/imagegen
-    val_size: int  # images carved out of train for the val split (the official test split stays test)
-    default_binarize: str | None = None
-    downloadable: bool = True
-
-
-_SOURCES: dict[str, _Source] = {
-    "mnist": _Source(mnist.load_mnist, mnist.locate, mnist.expected_files, fetch.download_mnist, 1, "mnist",
-                     5000),
-    "binarized_mnist": _Source(mnist.load_mnist, mnist.locate, mnist.expected_files, fetch.download_mnist, 1,
-                               "mnist", 5000, "threshold"),
-    "cifar10": _Source(
-        cifar.load_cifar10, cifar.locate, cifar.expected_files, fetch.download_cifar10, 3, "cifar10", 5000
-    ),
-    **{
-        f"imagenet{s}": _Source(
-            lambda p, split, s=s: imagenet.load_imagenet(p, split, s),
-            lambda d, split, s=s: imagenet.locate(d, split, s),
-            lambda s=s: imagenet.expected_files(s),
-            lambda d, s=s: fetch.download_imagenet(d, s),
-            3,
-            f"imagenet{s}",
-            10_000,
-            downloadable=False,
-        )
-        for s in (32, 64)
-    },
-}
-
-
-def available_datasets() -> list[str]:
-    """Names accepted by load_dataset."""
-    return [*_SOURCES, "celeba", "folder"]
-
-
-def default_root(name: str) -> Path:
-    """~/.cache/imagegen/<name>, where a dataset is looked for (and downloaded) when no path is given.
-
-    binarized_mnist shares ~/.cache/imagegen/mnist with mnist.
-    """
-    key = str(name).lower().replace("-", "_")
-    return Path.home() / ".cache" / "imagegen" / (_SOURCES[key].cache if key in _SOURCES else key)
 
 
 def load_dataset(
@@ -86,120 +31,101 @@ def load_dataset(
     channels: int | None = None,
     val_size: int | None = None,
 ) -> ImageData:
-    """Load one split of a dataset into memory.
+    """One split of the dataset ``name`` (see ``DATASETS``) as ImageData: images uint8 (N, C, H, W),
+    labels int64 (N,) or None. DataError (one line, naming the path) for anything missing, unknown or
+    unreadable.
 
-    name: one of available_datasets().
-    path: a dataset file (.npz) or directory; None looks in `root` (default: default_root(name)).
-        A directory without the files is filled by downloading when download=True (MNIST, CIFAR-10).
-    split: "train", "val" or "test". "val" is carved out of the training files (a fixed random
-        subset of val_size images, see ``carve_val``) and "train" is the rest, so the two never
-        overlap; "test" is the official test split (for ImageNet, whose test labels are private, the
-        official validation files, as the papers report). CelebA has its own val split. A folder is
-        one pool: train and val are carved from it, and test is every image in it (point --data at
-        held-out images to evaluate them).
-    val_size: images in the val split; None gives the dataset's default (MNIST 5,000, CIFAR-10
-        5,000, ImageNet 10,000, a folder 5,000) or a tenth of the training images, whichever is
-        fewer; 0 leaves train whole.
-    image_size: side to resize to; required for "folder", 32 by default for "celeba" (the
-        img_align_celeba folder, split by list_eval_partition.txt or the standard numbering),
-        optional elsewhere (a size other than the native one crops/resizes every image with a BOX
-        filter down, BICUBIC up).
+    path: a dataset file or directory; None: `root`, by default ``default_root(name)`` (under
+        $IMAGEGEN_DATA or ~/.cache/imagegen), filled by downloading when `download` and the dataset
+        allows (MNIST, CIFAR-10, checked against their md5).
+    split: "train", "val" or "test". Unless the dataset has its own val (CelebA), val is a fixed random
+        subset of val_size training images (``carve_val``; None: the dataset's ``val_size`` or a tenth
+        of the images, whichever is fewer; 0 leaves train whole) and train the rest. Test is the
+        official test split (ImageNet: the official validation files, as the papers report); a folder
+        is one pool, and its test is every image in it.
+    image_size: side to resize to (BOX filter down, BICUBIC up, center-cropped to a square first);
+        required for "folder", 32 by default for "celeba".
     binarize: None, "threshold" (pixel > 127) or "stochastic" (Bernoulli(pixel/255), drawn once with
-        a fixed seed); "threshold" by default for binarized_mnist. Binarized data has levels 2.
+        a fixed seed); the dataset's own by default (threshold for binarized_mnist). Levels become 2.
     channels: 1 (grayscale) or 3 (RGB) for folder; other datasets accept only their own count.
-    Returns ImageData: images uint8 (N, C, H, W), labels int64 (N,) or None.
-    Raises DataError (one line, naming the path) for anything missing, unknown or unreadable.
+    ImageNet's images are memory-mapped from a copy made once (``memmap.load_carved``).
     """
-    key = str(name).lower().replace("-", "_")
-    where = path if path is not None else root if root is not None else default_root(key)
-    if key not in available_datasets():
-        known = ", ".join(available_datasets())
-        raise DataError(f"unknown dataset {name!r} (for {where}): use one of {known}")
+    where = path if path is not None else root
+    spec = dataset(name, where)
+    if where is None:
+        where = default_root(spec.name) if spec.home else spec.name
     if binarize is not None and binarize not in BINARIZE_MODES:
         raise DataError(f"unknown binarize mode {binarize!r}: use one of {', '.join(BINARIZE_MODES)}")
     if image_size is not None:
-        image_size = _positive_int(image_size, "image_size", where)
-
-    split = normalize_split(split, key, where)
+        image_size = _count(image_size, "image_size", where, least=1)
     if val_size is not None:
-        val_size = _non_negative_int(val_size, "val_size", where)
-    if key == "celeba":
-        if val_size is not None:
-            raise DataError(f"celeba has its own val split; val_size does not apply (for {where})")
-        directory = path if path is not None else root if root is not None else default_root(key)
-        data = load_celeba(Path(directory), split, image_size or 32)
-    elif key == "folder":
-        directory = path if path is not None else root
-        if directory is None:
-            raise DataError("the folder dataset needs the path of a directory of images (--data)")
-        data = load_folder(Path(directory).expanduser(), image_size, channels)
-        if split != "test":
-            data = carve_val(data, split, val_size, directory)
+        val_size = _count(val_size, "val_size", where)
+        if spec.val_size is None:
+            raise DataError(f"{spec.name} has its own val split; val_size does not apply (for {where})")
+    if channels is not None and spec.shape is not None and channels != spec.shape[0]:
+        raise DataError(f"{spec.name} at {where} has {spec.shape[0]}-channel images; channels={channels} is "
+                        "for folder")
+    split = normalize_split(split, spec.name, where)
+    stored = split if spec.val_size is None or split == "test" else "train"
+    located = _find(spec, path, root, stored, download)
+    if spec.parts is not None:
+        data = memmap.load_carved(spec, located, split, val_size, where, data_root() / "memmap")
     else:
-        source = _SOURCES[key]
-        if channels is not None and channels != source.channels:
-            raise DataError(
-                f"{key} at {where} has {source.channels}-channel images; channels={channels} is for folder"
-            )
-        stored = "test" if split == "test" else "train"
-        data = source.load(_resolve(key, source, path, root, stored, download), stored)
-        if split != "test":
-            data = carve_val(data, split, val_size, where, source.val_size)
-        if image_size is not None and image_size != data.image_size:
-            data.images = resize_images(data.images, image_size)
-
-    mode = binarize if binarize is not None or key in ("folder", "celeba") else _SOURCES[key].default_binarize
+        side = image_size or (spec.shape[1] if spec.shape else None)
+        data = spec.read(located, stored, side, channels)
+        if spec.val_size is not None and split != "test":
+            data = carve_val(data, split, val_size, where, spec.val_size)
+    if image_size is not None and image_size != data.image_size:
+        data.images = resize_images(data.images, image_size)
+    mode = binarize or spec.binarize
     if mode is not None:
         generator = torch.Generator().manual_seed(STOCHASTIC_SEED)
         data = ImageData(binarize_images(data.images, mode, generator), data.labels, 2, data.num_classes)
     return data
 
 
-def _positive_int(value: object, what: str, where: object) -> int:
-    n = _non_negative_int(value, what, where)
-    if n < 1:
-        raise DataError(f"{what} must be a positive integer, got {value!r} (for {where})")
-    return n
+def normalize_split(split: str, name: str, where: object = None) -> str:
+    """Return "train", "val" or "test" for a split name ("validation" means "val")."""
+    s = {"validation": "val"}.get(str(split).lower(), str(split).lower())
+    if s not in ("train", "val", "test"):
+        at = f" at {where}" if where is not None else ""
+        raise DataError(f"unknown split {split!r} for dataset {name!r}{at}: use train, val or test")
+    return s
 
 
-def _non_negative_int(value: object, what: str, where: object) -> int:
+def _count(value: object, what: str, where: object, least: int = 0) -> int:
     try:
         n = operator.index(value)  # type: ignore[arg-type]
     except TypeError:
         n = -1
-    if n < 0:
-        raise DataError(f"{what} must be a non-negative integer, got {value!r} (for {where})")
+    if n < least:
+        kind = "positive" if least else "non-negative"
+        raise DataError(f"{what} must be a {kind} integer, got {value!r} (for {where})")
     return n
 
 
-def _resolve(
-    name: str,
-    source: _Source,
-    path: str | os.PathLike | None,
-    root: str | os.PathLike | None,
-    split: str,
-    download: bool,
-) -> Path:
+def _find(spec: Dataset, path: str | os.PathLike | None, root: str | os.PathLike | None, split: str,
+          download: bool) -> Path:
     """The file or directory to read, downloading into the directory first when allowed and needed."""
     if path is not None:
         p = Path(path).expanduser()
         if p.is_file():
             return p
         if p.exists() and not p.is_dir():
-            raise DataError(f"{p} is neither a file nor a directory: expected {source.expected()}")
-        if not p.exists() and (p.suffix or not download):
-            raise DataError(f"{p} not found: expected {source.expected()} there")
+            raise DataError(f"{p} is neither a file nor a directory: expected {spec.files}")
+        if not p.exists() and (p.suffix or not download or spec.download is None):
+            raise DataError(f"{p} not found: expected {spec.files} there")
         directory = p
+    elif root is not None or spec.home is not None:
+        directory = Path(root).expanduser() if root is not None else default_root(spec.name)
     else:
-        directory = Path(root).expanduser() if root is not None else default_root(name)
-    found = source.locate(directory, split) if directory.is_dir() else None
-    if found is None and download:
-        source.download(directory)
-        found = source.locate(directory, split)
+        raise DataError(f"the {spec.name} dataset needs the path of {spec.files} (--data)")
+    found = spec.locate(directory, split) if directory.is_dir() else None
+    if found is None and download and spec.download is not None:
+        spec.download(directory)
+        found = spec.locate(directory, split)
     if found is None:
-        fetch_hint = ", or allow downloading (--download)" if source.downloadable else ""
-        raise DataError(
-            f"{name} not found in {directory}: put {source.expected()} there or pass the path of your copy "
-            f"(--data){fetch_hint}"
-        )
+        fetch_hint = ", or allow downloading (--download)" if spec.download else ""
+        raise DataError(f"{spec.name} not found in {directory}: put {spec.files} there or pass the path of "
+                        f"your copy (--data){fetch_hint}")
     return found

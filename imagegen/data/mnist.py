@@ -5,16 +5,13 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
-import torch
 
 from imagegen.errors import DataError
 
-from .dataset import ImageData, check_count, labels_tensor, uint8_images
+from .dataset import ImageData, labelled
 from .files import load_npz, read_bytes, reading
 
-IMAGES_MAGIC = 2051
-LABELS_MAGIC = 2049
-NUM_CLASSES = 10
+IMAGES_MAGIC, LABELS_MAGIC = 2051, 2049
 NPZ_NAME = "mnist.npz"
 _PREFIX = {"train": "train", "test": "t10k"}
 _SUBDIRS = (".", "raw", "MNIST/raw")  # torchvision keeps the files in MNIST/raw
@@ -26,10 +23,8 @@ def idx_names(split: str) -> tuple[str, str]:
     return f"{p}-images-idx3-ubyte", f"{p}-labels-idx1-ubyte"
 
 
-def expected_files() -> str:
-    """What a user must put in an MNIST directory, for error messages."""
-    names = [n + "[.gz]" for s in ("train", "test") for n in idx_names(s)]
-    return f"the MNIST IDX files {', '.join(names)} (or {NPZ_NAME} with x_train, y_train, x_test, y_test)"
+FILES = (f"the MNIST IDX files {', '.join(n + '[.gz]' for s in _PREFIX for n in idx_names(s))} "
+         f"(or {NPZ_NAME} with x_train, y_train, x_test, y_test)")
 
 
 def read_idx(path: Path, magic: int) -> np.ndarray:
@@ -42,10 +37,9 @@ def read_idx(path: Path, magic: int) -> np.ndarray:
     if len(data) < 4 or int.from_bytes(data[:4], "big") != magic:
         found = int.from_bytes(data[:4], "big") if len(data) >= 4 else "none"
         raise DataError(f"{path}: magic number {found}, expected {magic}; this is not an MNIST {kind} file")
-    ndim = data[3]
-    header = 4 + 4 * ndim
+    header = 4 + 4 * data[3]
     with reading(path, f"an MNIST {kind} file"):
-        dims = [int.from_bytes(data[4 + 4 * i : 8 + 4 * i], "big") for i in range(ndim)]
+        dims = np.frombuffer(data, ">u4", data[3], offset=4).tolist()
         if len(data) != header + int(np.prod(dims)):
             raise DataError(
                 f"{path}: header promises shape {tuple(dims)} ({header + int(np.prod(dims))} bytes) but "
@@ -55,29 +49,24 @@ def read_idx(path: Path, magic: int) -> np.ndarray:
         return np.frombuffer(bytearray(data), dtype=np.uint8, offset=header).reshape(dims)
 
 
-def _find_file(directory: Path, name: str) -> Path | None:
+def _idx_file(directory: Path, name: str) -> Path | None:
     # The Kaggle copy spells the names with a dot: train-images.idx3-ubyte
-    for base in (name, name.replace("-idx", ".idx")):
-        for candidate in (base, base + ".gz"):
-            if (directory / candidate).is_file():
-                return directory / candidate
-    return None
+    candidates = (base + gz for base in (name, name.replace("-idx", ".idx")) for gz in ("", ".gz"))
+    return next((directory / c for c in candidates if (directory / c).is_file()), None)
 
 
 def locate(directory: Path, split: str) -> Path | None:
-    """The directory holding MNIST IDX files, or the mnist.npz file, under `directory`; None if neither."""
-    for sub in _SUBDIRS:
-        d = directory / sub
-        if any(_find_file(d, n) for s in ("train", "test") for n in idx_names(s)):
+    """The folder holding MNIST IDX files, or the mnist.npz file, under `directory`; None if neither."""
+    for d in (directory / sub for sub in _SUBDIRS):
+        if any(_idx_file(d, n) for s in _PREFIX for n in idx_names(s)):
             return d
-    npz = directory / NPZ_NAME
-    return npz if npz.is_file() else None
+    return directory / NPZ_NAME if (directory / NPZ_NAME).is_file() else None
 
 
 def _from_idx(directory: Path, split: str) -> tuple[np.ndarray, np.ndarray]:
     arrays = []
     for name, magic in zip(idx_names(split), (IMAGES_MAGIC, LABELS_MAGIC), strict=True):
-        path = _find_file(directory, name)
+        path = _idx_file(directory, name)
         if path is None:
             raise DataError(
                 f"{directory / name}[.gz] not found: put the MNIST file {name}.gz (or gunzipped) there"
@@ -88,40 +77,26 @@ def _from_idx(directory: Path, split: str) -> tuple[np.ndarray, np.ndarray]:
         raise DataError(
             f"{directory}: IDX shapes {images.shape} and {labels.shape}, expected (N, 28, 28) and (N,)"
         )
-    check_count(images, labels, str(directory))
     return images, labels
 
 
 def _from_npz(path: Path, split: str) -> tuple[np.ndarray, np.ndarray]:
     xk, yk = f"x_{split}", f"y_{split}"
-    d = load_npz(path, [xk, yk], "an MNIST .npz with arrays x_train, y_train, x_test, y_test")
-    x, y = d[xk], d[yk]
-    if x.ndim == 4 and x.shape[1] == 1:
-        x = x[:, 0]
-    elif x.ndim == 4 and x.shape[3] == 1:
-        x = x[..., 0]
+    d = load_npz(path, [xk, yk], expected="an MNIST .npz with arrays x_train, y_train, x_test, y_test")
+    x = d[xk]
+    if x.ndim == 4 and 1 in (x.shape[1], x.shape[3]):  # (N, 1, 28, 28) or (N, 28, 28, 1)
+        x = x[:, 0] if x.shape[1] == 1 else x[..., 0]
     if x.ndim != 3:
         raise DataError(f"{path}: {xk} has shape {x.shape}, expected (N, 28, 28) grayscale images")
-    check_count(x, y, f"{path} ({xk}, {yk})")
-    return uint8_images(x, f"{path} ({xk})"), y
+    return x, d[yk]
 
 
-def load_mnist(path: Path, split: str) -> ImageData:
-    """Read one split of MNIST from a directory of IDX files or an .npz file.
+def read(path: Path, split: str, *_: object) -> ImageData:
+    """One split ("train" or "test") of MNIST from a folder of IDX files (or one of them) or an .npz.
 
     Returns ImageData with images uint8 (N, 1, 28, 28), labels int64 (N,) in 0..9, levels 256.
     """
-    if path.is_dir():
-        located = locate(path, split)
-        if located is None:
-            raise DataError(f"{path}: no MNIST files found; expected {expected_files()} in this directory")
-        path = located
-    elif "idx" in path.name:  # one of the IDX files was named: read the set from its folder
+    if path.is_file() and "idx" in path.name:  # one of the IDX files was named: read the set from its folder
         path = path.parent
-    if path.is_dir():
-        x, y = _from_idx(path, split)
-    else:
-        x, y = _from_npz(path, split)
-    images = torch.from_numpy(np.ascontiguousarray(x)).unsqueeze(1)
-    labels = labels_tensor(y, NUM_CLASSES, f"{path} ({split} labels)")
-    return ImageData(images=images, labels=labels, levels=256, num_classes=NUM_CLASSES)
+    x, y = _from_idx(path, split) if path.is_dir() else _from_npz(path, split)
+    return labelled(x[:, None], y, 10, f"{path} ({split})")
