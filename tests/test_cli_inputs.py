@@ -299,3 +299,21 @@ def test_sigterm_unwinds_like_ctrl_c(ckpt, tmp_path):
     assert done.returncode == 143, done.stderr
     assert done.stderr.strip().splitlines() == ["error: terminated (SIGTERM)"]
     assert out.read_bytes() == before and sorted(p.name for p in tmp_path.iterdir()) == ["ckpt", "s.png"]
+
+
+@pytest.mark.parametrize("command, args", [
+    ("complete", ["--keep-rows", "4", "--animate", "digit.png"]),
+    ("complete", ["--keep-rows", "4", "--out-dir", "o", "--animate", "o/digit_0.png"]),
+    ("explain", ["--out", "digit.png"]),
+], ids=["--animate over --image", "--animate over an --out-dir sample", "explain nll --out over --image"])
+def test_animations_and_pictures_never_replace_an_input_or_a_sample(command, args, ckpt, digit, tmp_path,
+                                                                     monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    before = {p.name: p.read_bytes() for p in tmp_path.iterdir() if p.is_file()}
+    head = ["explain", "nll"] if command == "explain" else [command, "-n", "1"]
+    code, stderr, _ = run(*head, "-c", ckpt, "-i", "digit.png", *args)
+    assert code == 2, stderr
+    lines = stderr.strip().splitlines()
+    assert len(lines) == 1 and ("is one of the input images" in lines[0] or "name of a sample" in lines[0])
+    assert {p.name: p.read_bytes() for p in tmp_path.iterdir() if p.is_file()} == before
+    assert not (tmp_path / "o").exists()
