@@ -139,6 +139,8 @@ class TrainConfig(Validated):
     num_samples: Annotated[int, Range(min=1, max=10_000)] = 16
     checkpoint_every: PositiveInt = 1000
     keep_checkpoints: PositiveInt = 2
+    keep_best: bool = True  # also export the eval weights of the best eval so far as RUN/best
+    patience: PositiveInt | None = None  # stop after this many evals without a new best (None: never)
 
 
 @dataclass

@@ -185,6 +185,7 @@ class Trainer:
         self.window = {"loss": 0.0, "steps": 0}  # training loss summed since the last log record
         self.cpu_base, self.cpu_start = 0.0, time.process_time()  # CPU s of earlier processes; our start
         self.last_eval: dict = {}
+        self.best: dict = {}  # the eval with the lowest bits/dim so far: {"step", "eval_bpd"}
         self._lock, self._made_dir = None, False
         self._lock_run()
         try:
@@ -351,7 +352,7 @@ class Trainer:
                 step=self.step, model=self.raw_model.state_dict(), optimizer=self.optimizer.state_dict(),
                 ema=None if self.ema is None else self.ema.state_dict(), rng=rng,
                 scaler=None if acc.scaler is None else acc.scaler.state_dict(),
-                loop={"window": self.window, "last_eval": self.last_eval, "cpu_s": cpu_s,
+                loop={"window": self.window, "last_eval": self.last_eval, "best": self.best, "cpu_s": cpu_s,
                       "model": _json(self.raw_model.config), "data": self.fingerprint()})
             runstate.write(root, state)
             keep = self.config.train.keep_checkpoints
@@ -432,6 +433,10 @@ class Trainer:
         cpu = loop.get("cpu_s")
         if isinstance(cpu, float) and math.isfinite(cpu) and cpu >= 0:
             self.cpu_base, self.cpu_start = cpu, time.process_time()
+        best = loop.get("best")
+        if isinstance(best, dict) and isinstance(best.get("step"), int) and \
+                isinstance(best.get("eval_bpd"), float):
+            self.best = {"step": best["step"], "eval_bpd": best["eval_bpd"]}
         last = loop.get("last_eval")
         if not isinstance(last, dict):
             last = self._last_eval_logged(state.step)
@@ -463,13 +468,29 @@ class Trainer:
         model.load_state_dict(source.state_dict())
         return model.to(self.accelerator.device, torch.float32).eval()
 
-    def export(self) -> Path:
-        """Publish the eval weights as ``run_dir/model`` (safetensors + config.json, swapped in whole;
-        see ``checkpoint.publish``) with the step and the last eval."""
+    def export(self, name: str = "model") -> Path:
+        """Publish the eval weights as ``run_dir/<name>`` (safetensors + config.json, swapped in whole;
+        see ``checkpoint.publish``) with the step and the last eval: ``model`` after every checkpoint,
+        ``best`` at each new best eval."""
         d = self.config.data
-        return checkpoint.publish(self.eval_model, self.run_dir / "model", step=self.step, dataset=d.name,
+        return checkpoint.publish(self.eval_model, self.run_dir / name, step=self.step, dataset=d.name,
                                   binarize=d.binarize, eval_bpd=self.last_eval.get("eval_bpd"),
                                   eval_split=d.eval_split, val_size=d.val_size)
+
+    def _record_eval(self) -> bool:
+        """After an eval: keep a new best (exported as ``RUN/best`` with ``train.keep_best``); returns
+        whether ``train.patience`` evals have passed since the best, so training should stop."""
+        t = self.config.train
+        if not self.best or self.last_eval["eval_bpd"] < self.best["eval_bpd"]:
+            self.best = dict(self.last_eval)
+            if t.keep_best and self.accelerator.is_main_process:
+                self.export("best")
+        return self._patience_spent()
+
+    def _patience_spent(self) -> bool:
+        """Whether ``train.patience`` evals have passed since the best one."""
+        t = self.config.train
+        return bool(t.patience and self.best) and self.step - self.best["step"] >= t.patience * t.eval_every
     # --- one step ---------------------------------------------------------------------------
     def batch(self, micro_step: int) -> tuple[torch.Tensor, torch.Tensor | None]:
         """This process's micro-batch ``(x (B, C, H, W) long, cond)`` on the device."""
@@ -578,6 +599,10 @@ class Trainer:
             if acc.is_main_process:
                 self.export()
             acc.wait_for_everyone()
+        if self._patience_spent():
+            self._note(f"no better eval in {t.patience} evals since step {self.best['step']}: the run stopped"
+                       " early; resume with a larger train.patience to train on")
+            return self.last_eval
         self.model.train()
         bar = tqdm(total=t.max_steps, initial=self.step, disable=not self.show_progress, dynamic_ncols=True,
                    desc="train")
@@ -607,6 +632,10 @@ class Trainer:
                 self.last_eval = {"step": self.step, "eval_bpd": self.evaluate()}
                 self.log({**self.last_eval, "images": self.step * images_per_step, "cpu_hours": hours})
                 bar.write(f"step {self.step}: eval bits/dim {self.last_eval['eval_bpd']:.4f}")
+                if self._record_eval():
+                    bar.write(f"step {self.step}: no better eval in {t.patience} evals since step "
+                              f"{self.best['step']} ({self.best['eval_bpd']:.4f}): stopping early")
+                    done = True
             if t.sample_every and (self.step % t.sample_every == 0 or done):
                 self.write_samples()
             if self.step % t.checkpoint_every == 0 or done:
@@ -614,6 +643,8 @@ class Trainer:
                 if acc.is_main_process:
                     self.export()
                 acc.wait_for_everyone()
+            if done:
+                break
         bar.close()
         acc.end_training()
         return self.last_eval

@@ -36,10 +36,11 @@ def _worker(*args, timeout=300):
 
 
 def _files(run: Path) -> dict[str, bytes]:
-    """Every file of a run by relative path, the exported model's through its link."""
+    """Every file of a run by relative path, the exported models' (``model``, ``best``) by their links."""
     out = {str(p.relative_to(run)): p.read_bytes() for p in sorted(run.rglob("*"))
-           if p.is_file() and not p.relative_to(run).parts[0].startswith(".model.v-")}
-    out.update({f"model/{p.name}": p.read_bytes() for p in (run / "model").iterdir()})
+           if p.is_file() and not p.relative_to(run).parts[0].startswith((".model.v-", ".best.v-"))}
+    for link in ("model", "best"):
+        out.update({f"{link}/{p.name}": p.read_bytes() for p in (run / link).iterdir()})
     return out
 
 

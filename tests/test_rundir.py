@@ -26,7 +26,8 @@ KINDS = {"config.yaml": True, "segments.jsonl": True, "metrics.jsonl": True,
          "checkpoints/*/model.safetensors": True, "checkpoints/*/optimizer.safetensors": True,
          "checkpoints/*/ema.safetensors": True, "checkpoints/*/rng.safetensors": True,
          "checkpoints/*/trainer.json": True, "samples/*.png": False, "model/config.json": False,
-         "model/model.safetensors": False, "run.lock": False}
+         "model/model.safetensors": False, "best/config.json": False, "best/model.safetensors": False,
+         "run.lock": False}
 
 
 def _kind(relative: str) -> str:
@@ -67,13 +68,13 @@ def _files(run: Path, kind: str) -> list[Path]:
     if kind == "run.lock":
         return [run / "run.lock"]
     return [p for p in run.rglob("*") if p.is_file() and _kind(str(p.relative_to(run))) == kind] + \
-        ([run / kind] if kind.startswith("model/") else [])
+        ([run / kind] if kind.startswith(("model/", "best/")) else [])
 
 
 def test_the_fault_tests_cover_every_kind_of_file(finished):
     kinds = {_kind(str(p.relative_to(finished))) for p in finished.rglob("*") if p.is_file()
-             and not p.relative_to(finished).parts[0].startswith(".model.v-")}
-    kinds |= {f"model/{p.name}" for p in (finished / "model").iterdir()}
+             and not p.relative_to(finished).parts[0].startswith((".model.v-", ".best.v-"))}
+    kinds |= {f"{link}/{p.name}" for link in ("model", "best") for p in (finished / link).iterdir()}
     assert kinds <= KINDS.keys(), kinds - KINDS.keys()
 
 

@@ -93,3 +93,31 @@ def test_bench_train_feeds_an_upscaler_its_low_resolution_cond(tmp_path):
     assert proc.returncode == 0, proc.stderr
     assert {r[0] for r in table_rows(proc.stdout)} == {"gated_pixelcnn_sr"}
     assert "sampling gated_pixelcnn_sr" in proc.stdout
+
+
+def test_a_snapshot_of_a_run_resumes_like_the_run(tmp_path):
+    """scripts/snapshot_run.py keeps the logs and the newest whole checkpoint (skipping a damaged one);
+    a copy of the snapshot resumes to the same weights as the run itself."""
+    from imagegen.training import Trainer
+
+    from .helpers import tiny_config
+
+    data = tiny_mnist(tmp_path / "m.npz")
+    run = tmp_path / "run"
+    config = lambda steps: tiny_config(data, max_steps=steps, checkpoint_every=2, keep_checkpoints=3)  # noqa: E731
+    Trainer(config(6), run, show_progress=False).fit()
+    (run / "checkpoints" / "step_00000006" / "ema.safetensors").write_bytes(b"cut short")
+    proc = run_script("snapshot_run.py", str(run), "--to", str(tmp_path / "snap"))
+    assert proc.returncode == 0, proc.stderr
+    snap = tmp_path / "snap"
+    assert sorted(p.name for p in snap.iterdir()) == ["checkpoints", "config.yaml", "metrics.jsonl"]
+    assert [p.name for p in (snap / "checkpoints").iterdir()] == ["step_00000004"]
+    assert (snap / "metrics.jsonl").read_bytes() == (run / "metrics.jsonl").read_bytes()
+    for directory in (run, snap):
+        Trainer(config(8), directory, resume=True, show_progress=False).fit()
+    ours, theirs = (checkpoint.load(d / "model").state_dict() for d in (snap, run))
+    for k in ours:
+        torch.testing.assert_close(ours[k], theirs[k], rtol=0, atol=0, msg=k)
+    missing = run_script("snapshot_run.py", str(tmp_path / "nothing"))
+    assert missing.returncode == 2 and missing.stderr.startswith("error: ")
+    assert "holds no run" in missing.stderr

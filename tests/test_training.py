@@ -12,7 +12,7 @@ import torch
 from accelerate.state import AcceleratorState
 from safetensors.torch import load_file
 
-from imagegen import checkpoint
+from imagegen import checkpoint, runstate
 from imagegen.data import load_dataset
 from imagegen.errors import ImagegenError
 from imagegen.metrics import bits_per_dim
@@ -224,3 +224,33 @@ def test_a_model_smaller_than_its_data_is_refused_before_the_run_starts(data, tm
     with pytest.raises(ConfigError, match=says):
         Trainer(config, tmp_path / "run", show_progress=False)
     assert not (tmp_path / "run").exists()
+
+
+def test_the_best_eval_is_exported_as_best_and_patience_stops_the_run(data, tmp_path, monkeypatch):
+    """RUN/best holds the eval weights of the lowest eval so far; with train.patience the run stops after
+    that many evals without a new best, and a resume of the stopped run trains nothing more."""
+    evals = iter([3.0, 2.0, 2.5, 2.4, 1.0])  # evals at steps 2, 4, 6, 8: bests at 2 and 4, then none
+    monkeypatch.setattr(Trainer, "evaluate", lambda self: next(evals))
+    run = tmp_path / "run"
+    config = tiny_config(data, max_steps=20, eval_every=2, checkpoint_every=2, keep_checkpoints=9, patience=2)
+    trainer = Trainer(config, run, show_progress=False)
+    exported_at = {}
+    export = trainer.export
+
+    def recording_export(name="model"):
+        exported_at.setdefault(name, []).append(trainer.step)
+        return export(name)
+
+    trainer.export = recording_export
+    result = trainer.fit()
+    assert trainer.step == 8 and result == {"step": 8, "eval_bpd": 2.4}  # 2 evals after the best at 4
+    assert exported_at["best"] == [2, 4]
+    best = json.loads((run / "best" / "config.json").read_text())
+    assert (best["step"], best["eval_bpd"]) == (4, 2.0)
+    assert checkpoint.read_info(run / "model")["step"] == 8
+    ema = runstate.read(run / "checkpoints" / "step_00000004").ema  # the AveragedModel's: module.<name>
+    ema = {k.removeprefix("module."): v for k, v in ema.items() if k.startswith("module.")}
+    torch.testing.assert_close(checkpoint.load(run / "best").state_dict(), ema)
+    resumed = Trainer(config, run, resume=True, show_progress=False)
+    resumed.fit()
+    assert resumed.step == 8 and resumed.best == {"step": 4, "eval_bpd": 2.0}
