@@ -8,6 +8,7 @@ is done, and never overwrite an input.
 from __future__ import annotations
 
 import json
+import math
 import time
 from pathlib import Path
 
@@ -33,8 +34,8 @@ def main(debug):
 NUM = click.IntRange(1, 10_000)
 PRECISION = click.option(
     "--precision", type=click.Choice(["fp32", "bf16"]), default="fp32", show_default=True,
-    help="Weights' precision while sampling. bf16 speeds up matrix-heavy models (the Image Transformer: "
-         "1.5-1.7x on a 2-core CPU) and draws from a very slightly different distribution; small "
+    help="Weights' precision while sampling. bf16 speeds up matrix-heavy models (the Image Transformer; "
+         "timings in docs/benchmarks.md) and draws from a very slightly different distribution; small "
          "convolutional models gain nothing on CPU.")
 
 
@@ -107,7 +108,7 @@ def _film(animate: Path | None, model, rows: int, cols: int, nrow: int | None = 
     """The ``Animation`` of a ``rows x cols`` grid (``nrow`` images a line) when animating, else None."""
     from .explain import Animation
 
-    return Animation(rows, cols, (model.channels, *model.image_size), model.levels, nrow) if animate else None
+    return Animation(rows, cols, model.shape, model.levels, nrow) if animate else None
 
 
 def _painting(film, model, row: int, every: int | None, before=None):
@@ -156,7 +157,7 @@ def _pixel_in(model, pixel) -> None:
     from .explain.common import flat_index
 
     try:
-        flat_index((model.channels, *model.image_size), pixel)
+        flat_index(model.shape, pixel)
     except ValueError as e:
         raise ImagegenError(f"--pixel: {e}") from None
 
@@ -385,8 +386,8 @@ def sample(checkpoint, num, temperature, seed, label, out, decoder, device, prec
         raise ImagegenError("this is a super-resolution checkpoint: use `imagegen upscale --image SMALL.png`")
     cond = _labels(model, label, num, device)
     film = _film(animate, model, 1, num)
-    with tqdm(total=num * model.channels * model.image_size[0] * model.image_size[1], unit="sub-px",
-              desc="sample", disable=None, leave=False) as bar, _painting(film, model, 0, frame_every):
+    with tqdm(total=num * math.prod(model.shape), unit="sub-px", desc="sample", disable=None,
+              leave=False) as bar, _painting(film, model, 0, frame_every):
         images = draw(model, num, temperature=temperature, seed=seed, cond=cond, decoder=decoder,
                       progress=lambda t, total: bar.update(1))
     save_grid(images.cpu(), out, levels=model.levels)
@@ -448,9 +449,9 @@ def evaluate(checkpoint, data_path, dataset, download, split, limit, batch_size,
     data = load_dataset(name, data_path, split, binarize=info.get("binarize"), val_size=info.get("val_size"),
                         download=download, **sized)
     data_path = data_path or default_root(entry.name)
-    if data.images.shape[1:] != (model.channels, *model.image_size):
+    if data.images.shape[1:] != model.shape:
         raise ImagegenError(f"{data_path} holds {tuple(data.images.shape[1:])} images but the model "
-                            f"expects {(model.channels, *model.image_size)}")
+                            f"expects {model.shape}")
     images = data.images[:limit] if limit else data.images
     if len(images) == 0:
         raise ImagegenError(f"the {split} split of {data_path} has no images: choose another --split")
@@ -593,7 +594,7 @@ def complete(images, keep_rows, keep_fraction, mask, label, resize, out, checkpo
     if model.upscale_factor:
         raise ImagegenError("this is a super-resolution checkpoint: use `imagegen upscale`, or pass a "
                             "--checkpoint of an unconditional model to complete")
-    shape = (model.channels, *model.image_size)
+    shape = model.shape
     if keep_rows is not None:
         if keep_rows > shape[1]:
             raise ImagegenError(f"--keep-rows {keep_rows} is more than the model's {shape[1]} rows")
@@ -660,8 +661,8 @@ def upscale(images, resize, out, checkpoint, num, temperature, seed, out_dir, de
     inputs = [_model_sized(model, path, resize, low=True) for path in images]
     rows = []
     film = _film(animate, model, len(inputs), num + 1, nrow=num + 1)
-    with tqdm(total=len(inputs) * num * model.channels * model.image_size[0] * model.image_size[1],
-              unit="sub-px", desc="upscale", disable=None, leave=False) as bar:
+    total = len(inputs) * num * math.prod(model.shape)
+    with tqdm(total=total, unit="sub-px", desc="upscale", disable=None, leave=False) as bar:
         for k, low in enumerate(inputs):
             cond = low[None].expand(num, -1, -1, -1).to(device)
             big = nearest_upsample(low[None], model.upscale_factor)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import torch
 
 from .models import AutoregressiveModel
+from .models.layout import to_image, to_sequence
 from .sampling import sample
 
 
@@ -33,14 +34,14 @@ def keep_fraction(model: AutoregressiveModel, shape: tuple[int, int, int], fract
     order = model.generation_order(C, H, W)
     flat = torch.zeros(H * W * C, dtype=torch.bool)
     flat[order[: round(fraction * len(order))]] = True
-    return flat.view(H, W, C).permute(2, 0, 1).contiguous()
+    return to_image(flat[None], C, H, W)[0].contiguous()
 
 
 def clamped(model: AutoregressiveModel, mask: torch.Tensor) -> int:
     """How many kept sub-pixels of ``mask (C, H, W)`` come after a generated one in generation
     order, i.e. are kept by clamping rather than conditioned on."""
     C, H, W = mask.shape
-    in_order = mask.permute(1, 2, 0).reshape(-1)[model.generation_order(C, H, W)]
+    in_order = to_sequence(mask[None])[0][model.generation_order(C, H, W)]
     generated_before = torch.cumsum(~in_order, 0) > 0
     return int((in_order & generated_before).sum())
 

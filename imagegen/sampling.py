@@ -14,6 +14,7 @@ import torch
 from .errors import NonFiniteError
 from .models import AutoregressiveModel
 from .models.head import sample as sample_categorical
+from .models.layout import to_image, to_sequence
 
 
 @torch.inference_mode()
@@ -52,13 +53,13 @@ def sample(model: AutoregressiveModel, num: int, *, temperature: float = 1.0, se
     device = next(model.parameters()).device
     make = model.decoder if decoder == "cached" else model.reference_decoder
     dec = make(num, shape, cond)
-    C, H, W = shape or (model.channels, *model.image_size)
+    C, H, W = shape or model.shape
     known_flat = mask_flat = None
     if known is not None:
         if known_mask is None:
             raise ValueError("known needs known_mask")
-        known_flat = known.to(device).long().permute(0, 2, 3, 1).reshape(num, -1)
-        mask_flat = known_mask.to(device).bool().permute(0, 2, 3, 1).reshape(num, -1)
+        known_flat = to_sequence(known.to(device).long())
+        mask_flat = to_sequence(known_mask.to(device).bool())
     threads = torch.get_num_threads()
     if cpu_threads and device.type == "cpu":
         torch.set_num_threads(cpu_threads)
@@ -67,7 +68,7 @@ def sample(model: AutoregressiveModel, num: int, *, temperature: float = 1.0, se
     finally:
         torch.set_num_threads(threads)
         model.train(was_training)
-    return flat.view(num, H, W, C).permute(0, 3, 1, 2).to(torch.uint8).contiguous()
+    return to_image(flat, C, H, W).to(torch.uint8).contiguous()
 
 
 def _decode(dec, temperature, seed, known_flat, mask_flat, progress, device) -> torch.Tensor:
@@ -78,7 +79,6 @@ def _decode(dec, temperature, seed, known_flat, mask_flat, progress, device) -> 
     else:
         generator.manual_seed(seed)
     total = len(dec.order)
-    out = None
     finite = torch.ones((), dtype=torch.bool, device=device)  # checked once at the end: no sync per step
     for t in range(total):
         p = int(dec.order[t])
@@ -88,12 +88,9 @@ def _decode(dec, temperature, seed, known_flat, mask_flat, progress, device) -> 
         if known_flat is not None:
             values = torch.where(mask_flat[:, p], known_flat[:, p], values)
         dec.push(values)
-        if out is None:
-            out = torch.zeros(len(values), total, dtype=torch.long, device=device)
-        out[:, p] = values
         if progress is not None:
             progress(t + 1, total)
     if not finite:
         raise NonFiniteError(f"the model gave non-finite logits (NaN or inf) at temperature {temperature:g}: "
                              "its weights are broken or overflow, or the temperature is too small")
-    return out
+    return dec.canvas

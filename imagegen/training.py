@@ -85,7 +85,7 @@ def make_model(config: Config, data: ImageData) -> AutoregressiveModel:
 def check_fits(model: AutoregressiveModel, data: ImageData, binarize: str | None) -> None:
     """``ConfigError`` unless ``model`` takes ``data``'s images (shape, levels) and labels (classes), so
     that a mismatch is reported before a run starts, not as an index error at its first step."""
-    shape, data_shape = (model.channels, *model.image_size), tuple(data.images.shape[1:])
+    shape, data_shape = model.shape, tuple(data.images.shape[1:])
     if shape != data_shape:
         raise ConfigError(f"model section: channels and image_size give {shape} images but the data's are "
                           f"{data_shape}: leave them out (they default to the data's)")

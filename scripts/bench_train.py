@@ -148,7 +148,7 @@ def make_variants(model: AutoregressiveModel, config: Config, batch: int, device
     """The variants of ``model`` (fp32 and bf16 in each of ``layouts``), each a copy of the same
     initial weights with its own AdamW."""
     g = torch.Generator().manual_seed(seed)
-    shape = (batch, model.channels, *model.image_size)
+    shape = (batch, *model.shape)
     x = torch.randint(0, model.levels, shape, generator=g).to(device)
     t = config.train
     variants = []
@@ -214,7 +214,7 @@ def conditioning(model: AutoregressiveModel, num: int, device: torch.device, see
     class-conditional model, the downsampled ``images`` (random ones by default) for an upscaler."""
     if images is None:
         g = torch.Generator().manual_seed(seed)
-        images = torch.randint(0, model.levels, (num, model.channels, *model.image_size), generator=g)
+        images = torch.randint(0, model.levels, (num, *model.shape), generator=g)
     labels = torch.arange(num) % model.num_classes if model.num_classes else None
     cond = model.condition(images.cpu(), labels)
     return None if cond is None else cond.to(device)

@@ -101,7 +101,7 @@ def train_steps(model, opt, x, steps: int, bf16: bool) -> float:
 
 def bench_training(model, config, args, device) -> list[list[str]]:
     """Images/s (median over timed steps) of fp32 and bf16, interleaved step by step."""
-    x = torch.randint(0, model.levels, (args.batch_size, model.channels, *model.image_size),
+    x = torch.randint(0, model.levels, (args.batch_size, *model.shape),
                       generator=torch.Generator().manual_seed(args.seed)).to(device)
     variants = []
     for bf16 in (False, True):
@@ -216,7 +216,7 @@ def run(args: argparse.Namespace) -> None:
                          bench_training(model, config, args, device)))
     print()
     print(f"### Attention kernels (batch {args.batch_size}, {model.num_heads} heads, {C * H * W} positions, "
-          f"head width {model.hidden // model.num_heads}, {model.attention_type} local pattern; median of "
+          f"head width {model.hidden // model.num_heads}, {model.attention} local pattern; median of "
           f"{args.kernel_repeats})")
     print()
     rows = bench_kernels(model, args, device)

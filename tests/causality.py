@@ -6,6 +6,7 @@ import torch
 import torch.nn.functional as F
 
 from imagegen.models import AutoregressiveModel
+from imagegen.models.layout import to_sequence
 from tests.helpers import one_thread
 
 
@@ -18,7 +19,6 @@ def input_gradients(model: AutoregressiveModel, x: torch.Tensor, position: int,
     ``values = sum_k k * onehot_k`` for models that rescale the integers, or, for models with an
     ``input_embedding`` that has ``from_onehot``, that embedding applied to the one-hot vectors.
     """
-    B, C, H, W = x.shape
     K = model.levels
     onehot = F.one_hot(x, K).float().requires_grad_(True)  # (B, C, H, W, K)
     embedding = getattr(model, "input_embedding", None)
@@ -35,9 +35,8 @@ def input_gradients(model: AutoregressiveModel, x: torch.Tensor, position: int,
     else:
         values = (onehot * torch.arange(K, dtype=torch.float32)).sum(-1)  # == x, but differentiable
         logits = model(values, cond)  # scale() takes float images, so the graph reaches the one-hot input
-    flat = logits.permute(0, 2, 3, 1, 4).reshape(B, H * W * C, K)
-    flat[:, position].sum().backward()
-    return onehot.grad.abs().sum(-1).permute(0, 2, 3, 1).reshape(B, -1).sum(0)
+    to_sequence(logits)[:, position].sum().backward()  # logits (B, C*H*W, K) in flat order
+    return to_sequence(onehot.grad.abs().sum(-1)).sum(0)
 
 
 def check_causal(model: AutoregressiveModel, C: int, H: int, W: int, positions=None,

@@ -5,6 +5,7 @@ from __future__ import annotations
 import torch
 
 from imagegen.models import AutoregressiveModel
+from imagegen.models.layout import to_sequence
 from tests.helpers import one_thread
 
 
@@ -14,7 +15,7 @@ def check_cached_matches_reference(model: AutoregressiveModel, batch_size: int,
                                    atol: float = 1e-4) -> None:
     """Push the same random values into ``model``'s cached and reference decoders and assert their
     logits agree (float32, ``atol``) at every step of the generation order."""
-    C, H, W = shape or (model.channels, *model.image_size)
+    C, H, W = shape or model.shape
     values = torch.randint(0, model.levels, (C * H * W, batch_size))
     with torch.no_grad(), one_thread():
         ref, cached = model.reference_decoder(batch_size, shape, cond), model.decoder(batch_size, shape, cond)
@@ -32,7 +33,7 @@ def teacher_forced_log_probs(model: AutoregressiveModel, images: torch.Tensor,
     """The log-probabilities ``(B, N, K)`` (float32) that ``model``'s cached decoder gives each sub-pixel
     of ``images (B, C, H, W)``, pushing the images' own values; the N sub-pixels in flat order."""
     B, C, H, W = images.shape
-    flat = images.permute(0, 2, 3, 1).reshape(B, -1).long()
+    flat = to_sequence(images).long()
     out = torch.empty(B, C * H * W, model.levels)
     with torch.no_grad(), one_thread():
         dec = model.decoder(B, (C, H, W), cond)

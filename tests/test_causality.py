@@ -6,6 +6,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from imagegen.models import AutoregressiveModel
+from imagegen.models.layout import to_image, to_sequence
 from tests.causality import check_causal, seen_pixels
 
 
@@ -19,11 +20,11 @@ class PreviousThroughReLU(AutoregressiveModel):
         self.w = nn.Parameter(torch.linspace(-1, 1, levels))
 
     def forward(self, x, cond=None):
-        B, C, H, W = x.shape
-        flat = self.scale(x).permute(0, 2, 3, 1).reshape(B, -1)
+        _, C, H, W = x.shape
+        flat = to_sequence(self.scale(x))
         previous = F.pad(flat, (1, 0))[:, :-1]
         logits = F.relu(previous + 0.5)[..., None] * self.w
-        return logits.view(B, H, W, C, -1).permute(0, 3, 1, 2, 4)
+        return to_image(logits, C, H, W)
 
 
 def test_several_inputs_see_through_dead_relus():

@@ -1,14 +1,26 @@
-"""Contracts every convolutional and recurrent model keeps alike: the cached decoder matches the
-reference decoder at every step, both give the same samples for a seed, and labels condition."""
+"""Contracts every convolutional and recurrent model keeps alike: causality, the cached decoder matches
+the reference decoder at every step, both give the same samples for a seed, and labels condition.
+A new family joins by its name in ``MODELS`` (docs/adding_a_model.md)."""
 
 import pytest
 import torch
 
 from imagegen.models import build_model
 from imagegen.sampling import sample
+from tests.causality import check_causal
 from tests.decoding import check_cached_matches_reference
 
-MODELS = ["pixelcnn", "gated_pixelcnn", "row_lstm", "diagonal_bilstm"]
+MODELS = ["pixelcnn", "gated_pixelcnn", "row_lstm", "diagonal_bilstm", "dilated_pixelcnn"]
+
+
+@pytest.mark.parametrize("name", MODELS)
+def test_causal_by_gradients_with_labels(name):
+    """The gradient check of tests/causality.py on a class-conditional model, with 1 and 3 colours."""
+    for channels in (1, 3):
+        torch.manual_seed(0)
+        model = build_model(name, channels=channels, image_size=(4, 5), levels=4, num_classes=3, hidden=6,
+                            num_layers=2)
+        check_causal(model, channels, 4, 5, cond=torch.tensor([1, 2]))
 
 
 @pytest.mark.parametrize("name", MODELS)

@@ -27,6 +27,8 @@ SMALL = dict(channels=1, image_size=8)
     ("gated_pixelcnn", {"num_layers": 2.5}, "num_layers must be an integer >= 1"),
     ("gated_pixelcnn_sr", {"upscale_factor": 0}, "upscale_factor must be an integer >= 1"),
     ("pixelcnn", {"out_hidden": -1}, "out_hidden must be an integer >= 1"),
+    ("dilated_pixelcnn", {"dilation_cycle": 0}, "dilation_cycle must be an integer >= 1"),
+    ("dilated_pixelcnn", {"channels": 3, "hidden": 8}, "must be a multiple of channels"),
     ("transformer_1d", {"num_heads": 0}, "num_heads must be an integer >= 1"),
     ("transformer_1d", {"memory_length": -1}, "memory_length must be an integer >= 0"),
     ("transformer_1d", {"dropout": 1.0}, "dropout must be a number >= 0 and < 1"),

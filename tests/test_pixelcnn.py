@@ -65,14 +65,14 @@ def test_class_bias_reaches_both_stacks_of_every_gated_layer():
             return method(*args)
         return call
 
-    for l, layer in enumerate(model.layers):
-        layer.vertical = recording(l, "vertical", layer.vertical)
-        layer.horizontal = recording(l, "horizontal", layer.horizontal)
+    for depth, layer in enumerate(model.layers):
+        layer.vertical = recording(depth, "vertical", layer.vertical)
+        layer.horizontal = recording(depth, "horizontal", layer.horizontal)
     model(torch.randint(0, 4, (2, 1, 4, 4)), torch.tensor([0, 2])).sum().backward()
     assert len(seen) == 2 * len(model.layers)
-    for (l, stack), bias in seen.items():
-        assert not torch.allclose(bias[0], bias[1]), f"layer {l} {stack}: the bias ignores the label"
-        assert bias.grad.abs().sum() > 0, f"layer {l} {stack}: the bias does not reach the logits"
+    for (depth, stack), bias in seen.items():
+        assert not torch.allclose(bias[0], bias[1]), f"layer {depth} {stack}: the bias ignores the label"
+        assert bias.grad.abs().sum() > 0, f"layer {depth} {stack}: the bias does not reach the logits"
 
 
 def test_one_gated_layer_sees_the_documented_window():

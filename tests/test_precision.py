@@ -23,6 +23,7 @@ from PIL import Image
 
 from imagegen import checkpoint
 from imagegen.models import AutoregressiveModel
+from imagegen.models.layout import to_sequence
 from tests.decoding import divergence, teacher_forced_log_probs
 
 CHECKPOINTS = ["mnist_gated_pixelcnn", "mnist_row_lstm", "mnist_diagonal_bilstm", "mnist_transformer_1d",
@@ -63,8 +64,8 @@ def decoder_divergence(full: AutoregressiveModel, other: AutoregressiveModel) ->
     x = digits()
     cond = full.condition(x)
     with torch.no_grad():
-        reference = full(x, cond).log_softmax(-1).permute(0, 2, 3, 1, 4).flatten(1, 3)  # (B, N, K) flat order
-    targets = x.permute(0, 2, 3, 1).reshape(len(x), -1)
+        reference = to_sequence(full(x, cond).log_softmax(-1))  # (B, N, K)
+    targets = to_sequence(x)
     return divergence(reference, teacher_forced_log_probs(other, x, cond), targets)
 
 

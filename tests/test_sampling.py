@@ -7,6 +7,7 @@ import torch
 
 from imagegen.models import available_models, build_model
 from imagegen.models.head import sample as sample_categorical
+from imagegen.models.layout import to_sequence
 from imagegen.sampling import sample
 from tests.decoding import divergence, teacher_forced_log_probs
 from tests.test_precision import BOUNDS
@@ -93,6 +94,7 @@ SMALL = {
     "gated_pixelcnn_sr": dict(hidden=6, num_layers=2, upscale_factor=2),
     "row_lstm": dict(hidden=6, num_layers=2),
     "diagonal_bilstm": dict(hidden=6, num_layers=2),
+    "dilated_pixelcnn": dict(hidden=6, num_layers=3),
     "transformer_1d": dict(hidden=8, num_layers=2, num_heads=2, ffn_hidden=16, block_length=8,
                            memory_length=4),
     "transformer_2d": dict(hidden=8, num_layers=2, num_heads=2, ffn_hidden=16, query_shape=(2, 6),
@@ -120,7 +122,7 @@ def test_bf16_cached_decoder_runs_every_model(name):
     half = copy.deepcopy(m).to(torch.bfloat16)
     log_p = teacher_forced_log_probs(m, images, cond)
     log_q = teacher_forced_log_probs(half, images, cond)
-    d = divergence(log_p, log_q, images.permute(0, 2, 3, 1).reshape(2, -1))
+    d = divergence(log_p, log_q, to_sequence(images))
     assert all(d[k] < bound for k, bound in BOUNDS.items()), d
     assert half.decoder(2, None, cond).next_logits().dtype == torch.bfloat16
     x = sample(half, 2, seed=0, cond=cond)

@@ -1,7 +1,7 @@
 """Local attention with interchangeable kernels (reference, torch SDPA, xformers).
 
 One function, ``attention(q, k, v, pattern=None, kernel="auto")``, serves every attention of
-the Image Transformer:
+the Image Transformer (which resolves its kernel once, ``kernel_function``, and passes that):
 
 * ``pattern=None``: full attention, every query sees every key (the super-resolution encoder,
   cross-attention, and the one-query steps of the cached decoder).
@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import functools
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -33,7 +34,7 @@ import torch.nn.functional as F
 KERNELS = ("auto", "reference", "sdpa", "xformers")
 
 
-@dataclass
+@dataclass(eq=False)  # compared and hashed by identity: a decoding keys its caches by pattern
 class LocalPattern:
     """Which keys each query block sees, in sequence (generation-order) positions.
 
@@ -150,8 +151,8 @@ def _reference(q, k, v, mask):
 def _one_query(q, k, v):
     # One query per (batch, head), no mask: the cached decoder's step. Both products are written
     # as matrix-vector ones over the keys' rows (k @ q^T, then p @ v), which BLAS runs on a cache
-    # slice without copying it; torch's fused CPU kernel is 1.7x slower on the same slice (0.70 vs
-    # 0.42 ms: 512 keys of a 3072-long cache, batch 4, 4 heads of 128, fp32, 2-core CI CPU).
+    # slice without copying it; torch's fused CPU kernel is slower on the same slice
+    # (docs/benchmarks.md, "One-query attention").
     scores = (k @ q.transpose(-1, -2)).transpose(-1, -2) * q.shape[-1] ** -0.5  # (..., 1, Lk)
     return scores.softmax(-1) @ v
 
@@ -160,7 +161,7 @@ def _sdpa(q, k, v, mask):
     if mask is None and q.shape[-2] == 1 and q.device.type == "cpu":
         return _one_query(q, k, v)
     # torch's fused CPU kernel takes 4-D inputs and a 4-D mask (else it falls back to a far slower
-    # path): fold (B, h, nb, L, D) into (B*h, nb, L, D) and give the (nb, Lq, Lk) mask a batch dim.
+    # path): fold (B, heads, nb, L, D) into (B*heads, nb, L, D) and give the (nb, Lq, Lk) mask a batch dim.
     lead = q.shape[:-3]
     if q.dim() > 4:
         q, k, v = q.flatten(0, -4), k.flatten(0, -4), v.flatten(0, -4)
@@ -190,12 +191,12 @@ def _xformers(q, k, v, mask):
 
 
 _KERNEL_FUNCS = {"reference": _reference, "sdpa": _sdpa, "xformers": _xformers}
+Kernel = Callable[[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor | None], torch.Tensor]
 
 
 @functools.cache
 def has_xformers() -> bool:
-    """Whether xformers can be imported (it is never required). Cached: ``resolve_kernel`` asks at
-    every attention call, once per layer per sub-pixel when decoding."""
+    """Whether xformers can be imported (it is never required)."""
     try:
         import xformers.ops  # noqa: F401
     except ImportError:
@@ -214,24 +215,38 @@ def resolve_kernel(kernel: str, device: torch.device) -> str:
     return kernel
 
 
+def kernel_function(kernel: str) -> Kernel:
+    """The kernel named ``kernel``, resolved once, for a model whose device is not known yet: "auto" is
+    sdpa, or, with xformers installed, xformers for CUDA inputs and sdpa for others."""
+    if kernel == "xformers" or (kernel == "auto" and has_xformers()):
+        return functools.partial(_for_device, kernel)
+    return _KERNEL_FUNCS[resolve_kernel(kernel, torch.device("cpu"))]
+
+
+def _for_device(kernel: str, q, k, v, mask):
+    return _KERNEL_FUNCS[resolve_kernel(kernel, q.device)](q, k, v, mask)
+
+
 def _gather(x: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
-    """``x (B, h, N, D)`` and ``index (nb, L)`` of positions (``-1``: a zero row) -> ``(B, h, nb, L, D)``."""
-    B, h, N, D = x.shape
-    padded = torch.cat([x, x.new_zeros(B, h, 1, D)], dim=2)
+    """``x (B, heads, N, D)`` and ``index (nb, L)`` of positions (``-1``: a zero row) ->
+    ``(B, heads, nb, L, D)``."""
+    B, heads, N, D = x.shape
+    padded = torch.cat([x, x.new_zeros(B, heads, 1, D)], dim=2)
     flat = torch.where(index >= 0, index, N).flatten()
-    return padded[:, :, flat].view(B, h, *index.shape, D)
+    return padded[:, :, flat].view(B, heads, *index.shape, D)
 
 
 def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, pattern: LocalPattern | None = None,
-              kernel: str = "auto") -> torch.Tensor:
-    """Multi-head attention ``(B, h, Lq, D), (B, h, Lk, D) x2 -> (B, h, Lq, D)``.
+              kernel: str | Kernel = "auto") -> torch.Tensor:
+    """Multi-head attention ``(B, heads, Lq, D), (B, heads, Lk, D) x2 -> (B, heads, Lq, D)`` by
+    ``kernel``, a name or a function of ``kernel_function``.
 
     With ``pattern`` (then ``Lq == Lk == pattern.length``), local attention as the pattern says;
     without, every query attends to every key.
     """
-    fn = _KERNEL_FUNCS[resolve_kernel(kernel, q.device)]
+    fn = _KERNEL_FUNCS[resolve_kernel(kernel, q.device)] if isinstance(kernel, str) else kernel
     if pattern is None:
         return fn(q, k, v, None)
     out = fn(_gather(q, pattern.query_index), _gather(k, pattern.memory_index),
-             _gather(v, pattern.memory_index), pattern.mask)  # (B, h, nb, ql, D)
+             _gather(v, pattern.memory_index), pattern.mask)  # (B, heads, nb, ql, D)
     return out.flatten(2, 3)[:, :, pattern.inverse]

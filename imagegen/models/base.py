@@ -1,37 +1,20 @@
-"""What every model shares: the generation order and the reference (re-run) decoder.
+"""What every model shares: shape bookkeeping, its config, the generation order and its decoders.
 
 A model maps images ``(B, C, H, W)`` of integers in ``[0, K)`` (and an optional ``cond``) to
-logits ``(B, C, H, W, K)``. Sub-pixel ``(i, j, c)`` has the flat index ``(i * W + j) * C + c``;
-``generation_order`` lists flat indices in the order they are generated, and the logits of
-each sub-pixel depend only on the sub-pixels before it in that order (and on ``cond``).
+logits ``(B, C, H, W, K)``. Sub-pixel ``(i, j, c)`` has the flat index ``(i * W + j) * C + c``
+(``layout.py``); ``generation_order`` lists flat indices in the order they are generated, and the
+logits of each sub-pixel depend only on the sub-pixels before it in that order (and on ``cond``).
 """
 
 from __future__ import annotations
 
-from typing import Protocol
+from abc import ABC, abstractmethod
 
 import torch
 from torch import nn
 
-
-class Decoder(Protocol):
-    """Incremental decoding: ask for the next sub-pixel's logits, then commit its value."""
-
-    order: torch.Tensor  # (C*H*W,) flat indices in generation order
-    step: int  # how many sub-pixels have been pushed
-
-    def next_logits(self) -> torch.Tensor:
-        """``(B, K)`` logits of sub-pixel ``order[step]``."""
-        ...
-
-    def push(self, values: torch.Tensor) -> None:
-        """Commit the values ``(B,)`` of sub-pixel ``order[step]`` and advance."""
-        ...
-
-
-def raster_order(channels: int, height: int, width: int) -> torch.Tensor:
-    """Raster over pixels, colour channels within a pixel: ``arange(C*H*W)``."""
-    return torch.arange(channels * height * width)
+from .decoding import CachedDecoder, Decoder, DecodingState, ReferenceDecoder
+from .layout import subpixels
 
 
 def check_ints(minimum: int, **values: object) -> None:
@@ -40,6 +23,13 @@ def check_ints(minimum: int, **values: object) -> None:
     for name, value in values.items():
         if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value < minimum):
             raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
+
+
+def check_groups(hidden: int, channels: int) -> None:
+    """Raise ValueError unless ``hidden`` features split into ``channels`` equal colour groups (as the
+    gated units' halves need)."""
+    if hidden % channels:
+        raise ValueError(f"hidden={hidden} must be a multiple of channels={channels}")
 
 
 def check_kernels(**sizes: object) -> None:
@@ -57,14 +47,31 @@ def scale_levels(x: torch.Tensor, levels: int, dtype: torch.dtype = torch.float3
 
 
 class AutoregressiveModel(nn.Module):
-    """Base of every model: shape bookkeeping, generation order and decoders.
+    """Base of every model: shape bookkeeping, its config, generation order and decoders.
 
-    Subclasses implement ``forward(x, cond=None) -> (B, C, H, W, K)`` and may override
-    ``decoder`` with a cached one that matches ``reference_decoder`` at every step.
+    A subclass implements ``forward(x, cond=None) -> (B, C, H, W, K)``, sets ``name`` (its registry
+    name) and, for cached decoding, ``decoder_class = CachedDecoder`` and ``step`` (see decoding.py).
+    Its constructor takes keyword arguments: the image ones of this one (``channels``, ``image_size``,
+    ``levels``, ``num_classes``) and its own hparams, and the model records them all (``config``).
     """
 
+    #: The registry name: ``build_model(model.config["name"], ...)`` builds this class.
+    name: str | None = None
+    #: Super-resolution models set this: their ``cond`` is the image area-downsampled by it.
+    upscale_factor: int | None = None
+    #: The decoder ``decoder()`` returns.
+    decoder_class: type[Decoder] = ReferenceDecoder
+
+    def __new__(cls, *args, **kwargs):
+        model = super().__new__(cls)
+        model.__dict__["_kwargs"] = kwargs  # the keyword arguments it is built with, for ``config``
+        return model
+
     def __init__(self, channels: int, image_size: int | tuple[int, int], levels: int = 256,
-                 num_classes: int | None = None):
+                 num_classes: int | None = None, **unknown):
+        if unknown:  # a subclass passes on what its own hparams leave: name the class, not this one
+            raise TypeError(f"{type(self).__name__}.__init__() got an unexpected keyword argument "
+                            f"{next(iter(unknown))!r}")
         super().__init__()
         size = (image_size, image_size) if isinstance(image_size, int) else image_size
         if not isinstance(size, tuple | list) or len(size) != 2:
@@ -77,10 +84,19 @@ class AutoregressiveModel(nn.Module):
         self.image_size = tuple(size)
         self.levels = levels
         self.num_classes = num_classes
-        self.config: dict = {}  # filled by build_model: the keyword arguments that rebuild this model
 
-    #: Super-resolution models set this: their ``cond`` is the image area-downsampled by it.
-    upscale_factor: int | None = None
+    @property
+    def config(self) -> dict:
+        """The keyword arguments of ``build_model`` that rebuild this model: its ``name``, the image
+        arguments and every hparam it was built with (JSON-ready)."""
+        image = dict(channels=self.channels, image_size=list(self.image_size), levels=self.levels,
+                     num_classes=self.num_classes)
+        return {"name": self.name, **image, **{k: v for k, v in self._kwargs.items() if k not in image}}
+
+    @property
+    def shape(self) -> tuple[int, int, int]:
+        """``(C, H, W)`` of the images this model was built for."""
+        return (self.channels, *self.image_size)
 
     def condition(self, images: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor | None:
         """The ``cond`` this model takes for ``images (B, C, H, W)``: the low-resolution image
@@ -103,36 +119,49 @@ class AutoregressiveModel(nn.Module):
 
     def generation_order(self, channels: int, height: int, width: int) -> torch.Tensor:
         """Flat sub-pixel indices ``(C*H*W,)`` in generation order (default: raster, then R, G, B)."""
-        return raster_order(channels, height, width)
+        return torch.arange(channels * height * width)
 
     def decoder(self, batch_size: int, shape: tuple[int, int, int] | None = None,
                 cond: torch.Tensor | None = None) -> Decoder:
-        """The fastest exact decoder of this model (the reference one unless a family caches)."""
-        return self.reference_decoder(batch_size, shape, cond)
+        """The fastest exact decoder of this model for ``batch_size`` images of ``shape`` (default
+        ``self.shape``): ``decoder_class``, the reference one unless the family caches."""
+        return self.decoder_class(self, batch_size, shape or self.shape, cond)
 
     def reference_decoder(self, batch_size: int, shape: tuple[int, int, int] | None = None,
                           cond: torch.Tensor | None = None) -> Decoder:
         """A decoder that re-runs ``forward`` on the whole canvas at every step."""
-        return ReferenceDecoder(self, batch_size, shape or (self.channels, *self.image_size), cond)
+        return ReferenceDecoder(self, batch_size, shape or self.shape, cond)
 
 
-class ReferenceDecoder:
-    """Decodes by running the full model on the canvas for every sub-pixel: slow but plainly right."""
+class RasterModel(AutoregressiveModel, ABC):
+    """A model whose layers compute the features of a pixel's sub-pixels together, from the sub-pixels
+    before the pixel and that pixel's earlier colours (masked convolutions, recurrent layers), in
+    raster order. A subclass implements ``features``; ``forward`` and ``step`` come from it."""
 
-    def __init__(self, model: AutoregressiveModel, batch_size: int, shape: tuple[int, int, int],
-                 cond: torch.Tensor | None = None):
-        C, H, W = shape
-        device = next(model.parameters()).device
-        self.model, self.cond = model, cond
-        self.canvas = torch.zeros(batch_size, H, W, C, dtype=torch.long, device=device)
-        self.order = model.generation_order(C, H, W).to(device)
-        self.step = 0
+    decoder_class = CachedDecoder
 
-    def next_logits(self) -> torch.Tensor:
-        logits = self.model(self.canvas.permute(0, 3, 1, 2), self.cond)  # (B, C, H, W, K)
-        flat = logits.permute(0, 2, 3, 1, 4).flatten(1, 3)  # (B, H*W*C, K)
-        return flat[:, self.order[self.step]]
+    @abstractmethod
+    def features(self, x: torch.Tensor, cond: torch.Tensor | None = None,
+                 state: DecodingState | None = None) -> torch.Tensor:
+        """Scaled images ``(B, C, H, W)`` -> grouped features ``(B, C*F, H, W)`` for the shared head
+        (colour group ``c`` of ``F`` features per sub-pixel, see ``masked.py``); with a decoding
+        ``state``, pixel ``(state.i, state.j)`` alone, ``(B, C, 1, 1)`` in and ``(B, C*F, 1, 1)`` out."""
 
-    def push(self, values: torch.Tensor) -> None:
-        self.canvas.view(self.canvas.shape[0], -1)[:, self.order[self.step]] = values
-        self.step += 1
+    def forward(self, x: torch.Tensor, cond: torch.Tensor | None = None) -> torch.Tensor:
+        """Images ``(B, C, H, W)`` in ``[0, K)`` -> logits ``(B, C, H, W, K)``."""
+        return self.head(subpixels(self.features(self.scale(x), cond), self.channels))
+
+    def step(self, canvas: torch.Tensor, cond: torch.Tensor | None, state: DecodingState) -> torch.Tensor:
+        """Cached decoding: the logits ``(B, K)`` of sub-pixel ``state.t`` (raster order) from the canvas
+        ``(B, C*H*W)``: ``features`` of its pixel, from the sub-pixels of that pixel pushed so far (the
+        rest blank) and the layers' caches. Every layer's output at a pixel depends only on the sub-pixels
+        before the pixel's last colour (mask A, then mask B), so what the last colour's step leaves in the
+        caches is final; only the image maps need the completed pixel, written at the next pixel."""
+        C, _, W = state.shape
+        pixel, c = divmod(state.t, C)
+        if c == 0 and pixel:
+            state.write_pixel(self.scale(canvas[:, (pixel - 1) * C : pixel * C]))
+        state.i, state.j = divmod(pixel, W)
+        state.new_row = state.j == 0 and c == 0
+        out = self.features(self.scale(canvas[:, pixel * C : (pixel + 1) * C])[:, :, None, None], cond, state)
+        return self.head.at(out.view(len(out), C, -1)[:, c], c)

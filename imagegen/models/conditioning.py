@@ -24,11 +24,11 @@ class LowResolutionStack(nn.Module):
         super().__init__()
         self.levels, self.factor = levels, factor
         self.convs = nn.ModuleList(
-            nn.Conv2d(channels if l == 0 else features, features, 3, padding=1) for l in range(num_layers))
+            nn.Conv2d(features if depth else channels, features, 3, padding=1) for depth in range(num_layers))
 
     def forward(self, low: torch.Tensor) -> torch.Tensor:
         s = scale_levels(low, self.levels, self.convs[0].weight.dtype)
         s = F.interpolate(s, scale_factor=self.factor, mode="nearest")
-        for l, conv in enumerate(self.convs):
-            s = conv(s if l == 0 else F.relu(s))
+        for depth, conv in enumerate(self.convs):
+            s = conv(F.relu(s) if depth else s)
         return s

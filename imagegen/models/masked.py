@@ -12,6 +12,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .decoding import DecodingState
+
 
 def group_of(index: torch.Tensor, size: int, channels: int) -> torch.Tensor:
     """Colour group of each feature index of a map with ``size`` features split into ``channels``
@@ -40,51 +42,50 @@ class MaskedConv2d(nn.Conv2d):
     """A convolution whose output at a pixel sees only earlier sub-pixels (see the module doc).
 
     ``kernel`` is ``(kh, kw)`` and ``center`` the kernel position aligned with the output pixel
-    (default: the middle); the input is zero-padded so the output has the input's size.
+    (default: the middle); ``dilation`` spreads the taps; the input is zero-padded so the output has
+    the input's size. A mask-A convolution is one that reads the image itself: at the centre it leaves
+    out the sub-pixel's own value.
     """
 
     def __init__(self, in_features: int, out_features: int, kernel: int | tuple[int, int],
-                 mask_type: str, channels: int, center: tuple[int, int] | None = None, bias: bool = True):
+                 mask_type: str, channels: int, center: tuple[int, int] | None = None, bias: bool = True,
+                 dilation: int = 1):
         kernel = (kernel, kernel) if isinstance(kernel, int) else tuple(kernel)
-        super().__init__(in_features, out_features, kernel, bias=bias)
+        super().__init__(in_features, out_features, kernel, bias=bias, dilation=dilation)
+        self.mask_type = mask_type
         self.center = center or (kernel[0] // 2, kernel[1] // 2)
-        ci, cj = self.center
-        self.pad = (cj, kernel[1] - 1 - cj, ci, kernel[0] - 1 - ci)  # F.pad order: left, right, top, bottom
+        (ci, cj), d = self.center, dilation
+        self.pad = (cj * d, (kernel[1] - 1 - cj) * d, ci * d, (kernel[0] - 1 - ci) * d)  # F.pad's order
         self.register_buffer("mask", causal_mask(out_features, in_features, kernel, self.center,
                                                  mask_type, channels), persistent=False)
 
-    def forward(self, x: torch.Tensor, cache: ConvCache | None = None) -> torch.Tensor:
-        """``(B, F_in, H, W) -> (B, F_out, H, W)``; with a ``cache``, ``x`` is the input at the
-        cache's current position, ``(B, F_in, 1, 1)``, and the result the output there."""
-        if cache is not None:
-            return cache.step(x)
-        return F.conv2d(F.pad(x, self.pad), self.weight * self.mask, self.bias)
+    def forward(self, x: torch.Tensor, state: DecodingState | None = None) -> torch.Tensor:
+        """``(B, F_in, H, W) -> (B, F_out, H, W)``; with a decoding ``state``, ``x`` is the input at the
+        state's pixel, ``(B, F_in, 1, 1)``, and the result the output there (``ConvCache``)."""
+        if state is not None and self.kernel_size != (1, 1):
+            return state.cache(self, lambda: ConvCache(self, state)).step(x)
+        x = F.pad(x, self.pad) if any(self.pad) else x  # a 1x1 kernel needs no padding (and no copy)
+        return F.conv2d(x, self.weight * self.mask, self.bias, dilation=self.dilation)
 
 
 class ConvCache:
-    """The padded input map of one masked convolution, filled in one position at a time.
+    """The padded input map of one masked convolution while decoding, filled in one pixel at a time:
+    ``step`` writes the input at the state's pixel ``(i, j)`` and applies the kernel there, one window
+    instead of a whole map. A mask-A convolution reads the image, so its map is an image map of the
+    state, which the model completes pixel by pixel."""
 
-    The decoder sets ``i, j``; ``step`` writes the input at ``(i, j)`` and computes the output
-    there from the kernel window, which costs one kernel application instead of a full map.
-    """
-
-    def __init__(self, conv: MaskedConv2d, batch: int, height: int, width: int,
-                 device: torch.device | None = None, dtype: torch.dtype = torch.float32):
+    def __init__(self, conv: MaskedConv2d, state: DecodingState):
         left, right, top, bottom = conv.pad
-        self.map = torch.zeros(batch, conv.in_channels, height + top + bottom, width + left + right,
-                               device=device, dtype=dtype)
-        self.top, self.left = top, left
-        self.kh, self.kw = conv.kernel_size
-        self.weight = (conv.weight * conv.mask).detach().to(dtype)
-        self.bias = None if conv.bias is None else conv.bias.detach().to(dtype)
-        self.i = self.j = 0
-
-    def write(self, x: torch.Tensor, i: int, j: int) -> None:
-        """Store the input ``(B, F_in)`` at ``(i, j)`` without computing anything."""
-        self.map[:, :, i + self.top, j + self.left] = x
+        self.map = state.padded(conv.in_channels, conv.pad, image=conv.mask_type == "A")
+        self.state, self.top, self.left = state, top, left
+        self.window = (top + bottom + 1, left + right + 1)
+        self.weight = (conv.weight * conv.mask).detach().to(state.dtype)
+        self.bias = None if conv.bias is None else conv.bias.detach().to(state.dtype)
+        self.dilation = conv.dilation
 
     def step(self, x: torch.Tensor) -> torch.Tensor:
         """Input ``(B, F_in, 1, 1)`` at ``(i, j)`` -> output ``(B, F_out, 1, 1)`` at ``(i, j)``."""
-        self.write(x[:, :, 0, 0], self.i, self.j)
-        window = self.map[:, :, self.i:self.i + self.kh, self.j:self.j + self.kw]
-        return F.conv2d(window, self.weight, self.bias)
+        i, j = self.state.i, self.state.j
+        self.map[:, :, i + self.top, j + self.left] = x[:, :, 0, 0]
+        window = self.map[:, :, i : i + self.window[0], j : j + self.window[1]]
+        return F.conv2d(window, self.weight, self.bias, dilation=self.dilation)

@@ -1,16 +1,17 @@
-"""Masked PixelCNN and gated PixelCNN, each with a cached decoder.
+"""Masked PixelCNN and gated PixelCNN.
 
 * ``PixelCNN``: van den Oord et al. 2016, "Pixel Recurrent Neural Networks", section 3.4 and
-  figure 5: a 7x7 mask-A convolution, residual blocks (ReLU, 1x1 2h->h, ReLU, 3x3 mask-B h->h,
-  ReLU, 1x1 h->2h, added), then ReLU + 1x1 mask-B and ReLU + the 256-way head.
+  figure 5 (its h is ``hidden``): a 7x7 mask-A convolution, residual blocks (ReLU, 1x1 2h->h, ReLU,
+  3x3 mask-B h->h, ReLU, 1x1 h->2h, added), then ReLU + 1x1 mask-B and ReLU + the 256-way head.
 * ``GatedPixelCNN``: van den Oord et al. 2016, "Conditional Image Generation with PixelCNN
   Decoders", figure 2: a vertical stack (rows above, no blind spot) and a horizontal stack
-  (current row, to the left), gated units ``tanh(W_f * x + V_f h) * sigmoid(W_g * x + V_g h)``,
+  (current row, to the left), gated units ``tanh(W_f * x + V_f y) * sigmoid(W_g * x + V_g y)``,
   a 1x1 link from the vertical to the horizontal stack, a residual on the horizontal stack,
   and skip connections summed into the output layers.
 
-Both condition on a class label ``cond (B,)`` with a learned bias (``V h`` with ``h`` one-hot).
-Decoding caches every layer's activations, so a step costs one kernel window per layer.
+Both condition on a class label ``cond (B,)`` with a learned bias (``V y``, ``y`` the one-hot label;
+the paper's ``h``). Cached decoding (``RasterModel``) keeps every spatial convolution's input map, so a
+step costs one kernel window per layer; the gated vertical stack runs once per row.
 """
 
 from __future__ import annotations
@@ -19,18 +20,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .base import AutoregressiveModel, check_ints, check_kernels
+from .base import RasterModel, check_groups, check_ints, check_kernels
 from .conditioning import LowResolutionStack
+from .decoding import DecodingState
 from .head import CategoricalHead
-from .masked import ConvCache, MaskedConv2d
+from .masked import MaskedConv2d
 
-Bias = torch.Tensor | float  # a gate bias: a tensor broadcastable to (B, 2h, H, W), or 0
-
-
-def subpixels(features: torch.Tensor, channels: int) -> torch.Tensor:
-    """Grouped feature maps ``(B, C*F, H, W)`` -> per-sub-pixel features ``(B, C, H, W, F)``."""
-    B, CF, H, W = features.shape
-    return features.view(B, channels, CF // channels, H, W).permute(0, 1, 3, 4, 2)
+Bias = torch.Tensor | float  # a gate bias: a tensor broadcastable to (B, 2*hidden, H, W), or 0
 
 
 def gate(x: torch.Tensor, channels: int) -> torch.Tensor:
@@ -45,7 +41,7 @@ def gate(x: torch.Tensor, channels: int) -> torch.Tensor:
 
 
 class ResidualBlock(nn.Module):
-    """PixelCNN residual block: ``x + 1x1(ReLU(kxk_B(ReLU(1x1(ReLU(x))))))``, 2h -> h -> 2h."""
+    """PixelCNN residual block: ``x + 1x1(ReLU(kxk_B(ReLU(1x1(ReLU(x))))))``, 2h -> h -> 2h features."""
 
     def __init__(self, hidden: int, kernel_size: int, channels: int):
         super().__init__()
@@ -53,47 +49,40 @@ class ResidualBlock(nn.Module):
         self.conv = MaskedConv2d(hidden, hidden, kernel_size, "B", channels)
         self.expand = MaskedConv2d(hidden, 2 * hidden, 1, "B", channels)
 
-    def forward(self, x: torch.Tensor, cache: ConvCache | None = None) -> torch.Tensor:
-        """``(B, 2h, H, W) -> (B, 2h, H, W)``; with a cache, one position ``(B, 2h, 1, 1)``."""
+    def forward(self, x: torch.Tensor, state: DecodingState | None = None) -> torch.Tensor:
+        """``(B, 2h, H, W) -> (B, 2h, H, W)``; with a decoding state, one pixel ``(B, 2h, 1, 1)``."""
         u = F.relu(self.reduce(F.relu(x)))
-        return x + self.expand(F.relu(self.conv(u, cache)))
+        return x + self.expand(F.relu(self.conv(u, state)))
 
 
-class PixelCNN(AutoregressiveModel):
-    """Masked PixelCNN. ``hidden`` is h (blocks carry 2h features); ``out_hidden`` is the
-    per-colour width of the output layers."""
+class PixelCNN(RasterModel):
+    """Masked PixelCNN (``pixelcnn``). ``hidden`` is h (blocks carry 2h features); ``out_hidden`` is
+    the per-colour width of the output layers."""
 
-    def __init__(self, channels: int, image_size: int | tuple[int, int], levels: int = 256,
-                 num_classes: int | None = None, hidden: int = 12, num_layers: int = 3,
-                 kernel_size: int = 3, first_kernel_size: int = 7, out_hidden: int = 16):
-        super().__init__(channels, image_size, levels, num_classes)
+    name = "pixelcnn"
+
+    def __init__(self, *, hidden: int = 12, num_layers: int = 3, kernel_size: int = 3,
+                 first_kernel_size: int = 7, out_hidden: int = 16, **image):
+        super().__init__(**image)
         check_ints(1, hidden=hidden, num_layers=num_layers, out_hidden=out_hidden)
         check_kernels(kernel_size=kernel_size, first_kernel_size=first_kernel_size)
-        self.conv_in = MaskedConv2d(channels, 2 * hidden, first_kernel_size, "A", channels)
-        self.label = nn.Embedding(num_classes, 2 * hidden) if num_classes else None
-        self.blocks = nn.ModuleList(ResidualBlock(hidden, kernel_size, channels) for _ in range(num_layers))
-        self.out = MaskedConv2d(2 * hidden, channels * out_hidden, 1, "B", channels)
-        self.head = CategoricalHead(out_hidden, channels, levels)
+        C = self.channels
+        self.conv_in = MaskedConv2d(C, 2 * hidden, first_kernel_size, "A", C)
+        self.label = nn.Embedding(self.num_classes, 2 * hidden) if self.num_classes else None
+        self.blocks = nn.ModuleList(ResidualBlock(hidden, kernel_size, C) for _ in range(num_layers))
+        self.out = MaskedConv2d(2 * hidden, C * out_hidden, 1, "B", C)
+        self.head = CategoricalHead(out_hidden, C, self.levels)
 
     def features(self, x: torch.Tensor, cond: torch.Tensor | None = None,
-                 caches: list[ConvCache] | None = None) -> torch.Tensor:
-        """Scaled image ``(B, C, H, W)`` -> output features ``(B, C*out_hidden, H, W)``.
-        With ``caches`` (one per spatial convolution), ``x`` is one position ``(B, C, 1, 1)``."""
-        caches = caches or [None] * (1 + len(self.blocks))
-        h = self.conv_in(x, caches[0])
+                 state: DecodingState | None = None) -> torch.Tensor:
+        """Scaled images ``(B, C, H, W)`` -> output features ``(B, C*out_hidden, H, W)``; with a
+        decoding ``state``, one pixel (``RasterModel``)."""
+        out = self.conv_in(x, state)
         if self.label is not None:
-            h = h + self.label(cond)[:, :, None, None]
-        for block, cache in zip(self.blocks, caches[1:], strict=True):
-            h = block(h, cache)
-        return F.relu(self.out(F.relu(h)))
-
-    def forward(self, x: torch.Tensor, cond: torch.Tensor | None = None) -> torch.Tensor:
-        """Images ``(B, C, H, W)`` in ``[0, K)`` -> logits ``(B, C, H, W, K)``."""
-        return self.head(subpixels(self.features(self.scale(x), cond), self.channels))
-
-    def decoder(self, batch_size, shape=None, cond=None):
-        """Cached decoder: each layer's input map is kept; a step computes one position."""
-        return PixelCNNDecoder(self, batch_size, shape or (self.channels, *self.image_size), cond)
+            out = out + self.label(cond)[:, :, None, None]
+        for block in self.blocks:
+            out = block(out, state)
+        return F.relu(self.out(F.relu(out)))
 
 
 class GatedLayer(nn.Module):
@@ -123,95 +112,126 @@ class GatedLayer(nn.Module):
         self.h_out = None if last else MaskedConv2d(hidden, hidden, 1, "B", channels)
         self.skip = MaskedConv2d(hidden, skip_features, 1, "B", channels)
 
-    def vertical(self, v: torch.Tensor, bias: torch.Tensor | float, row: int | None = None
+    def forward(self, vertical: torch.Tensor, horizontal: torch.Tensor, bias_v: Bias, bias_h: Bias,
+                state: DecodingState | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Both stacks' inputs ``(B, F, H, W)`` -> (vertical output ``(B, hidden, H, W)``, horizontal
+        output, skip ``(B, S, H, W)``); with a decoding ``state``, one step (``step``)."""
+        if state is not None:
+            return self.step(vertical, horizontal, bias_v, bias_h, state)
+        vertical, link = self.vertical(vertical, bias_v)
+        horizontal, skip = self.horizontal(horizontal, link, bias_h)
+        return vertical, horizontal, skip
+
+    def step(self, vertical: torch.Tensor, horizontal: torch.Tensor, bias_v: Bias, bias_h: Bias,
+             state: DecodingState) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """One decoding step at pixel ``(i, j)``: the vertical stack's row ``i`` (``(B, F, 1, W)`` in, the
+        previous layer's; it sees only rows above, so it runs on the row's first step and is kept) and
+        the horizontal stack at ``(i, j)`` (``(B, F, 1, 1)`` in)."""
+        i, j = state.i, state.j
+        row = state.cache(self, list)  # the vertical stack's [output, link] on row i
+        if state.new_row:
+            row[:] = self.vertical(vertical, bias_at(bias_v, i), state)
+        vertical, link = row
+        horizontal, skip = self.horizontal(horizontal, link[:, :, :, j : j + 1], bias_at(bias_h, i, j), state)
+        return vertical, horizontal, skip
+
+    def vertical(self, vertical: torch.Tensor, bias: Bias, state: DecodingState | None = None
                  ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Vertical input ``(B, F, H, W)`` -> (gated output ``(B, h, H, W)``, link ``(B, 2h, H, W)``).
-        With ``row``, ``v`` is the input padded by ``v_conv.pad`` and only that row is computed."""
-        pre = (self.v_conv(v) if row is None else self.v_conv.row(v, row)) + bias
+        """Vertical input ``(B, F, H, W)`` -> (gated output ``(B, hidden, H, W)``, link
+        ``(B, 2*hidden, H, W)``); with a decoding ``state``, row ``state.i`` only."""
+        pre = self.v_conv(vertical, state) + bias
         return gate(pre, 1), self.v_to_h(pre)
 
-    def horizontal(self, h: torch.Tensor, link: torch.Tensor, bias: torch.Tensor | float,
-                   cache: ConvCache | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-        """Horizontal input ``(B, F, H, W)`` and link -> (output ``(B, h, H, W)``, skip)."""
-        g = gate(self.h_conv(h, cache) + link + bias, self.channels)
+    def horizontal(self, horizontal: torch.Tensor, link: torch.Tensor, bias: Bias,
+                   state: DecodingState | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """Horizontal input ``(B, F, H, W)`` and link -> (output ``(B, hidden, H, W)``, skip); with a
+        decoding ``state``, pixel ``(state.i, state.j)`` only."""
+        g = gate(self.h_conv(horizontal, state) + link + bias, self.channels)
         if self.h_out is None:
-            return h, self.skip(g)
+            return horizontal, self.skip(g)
         out = self.h_out(g)
-        return (out if self.first else h + out), self.skip(g)
+        return (out if self.first else horizontal + out), self.skip(g)
 
 
 class RowsAboveConv(nn.Module):
     """Unmasked ``(k//2 + 1) x k`` convolution whose output at row ``i`` sees input rows
-    ``i - k//2 .. i`` (``strict``: a ``k//2 x k`` kernel over rows ``i - k//2 .. i - 1``)."""
+    ``i - k//2 .. i`` (``strict``: a ``k//2 x k`` kernel over rows ``i - k//2 .. i - 1``; the first
+    layer's, which reads the image)."""
 
     def __init__(self, in_features: int, out_features: int, kernel_size: int, strict: bool):
         super().__init__()
         rows = kernel_size // 2 + (0 if strict else 1)
+        self.strict = strict
         self.conv = nn.Conv2d(in_features, out_features, (rows, kernel_size))
         self.pad = (kernel_size // 2, kernel_size // 2, kernel_size // 2, 0)  # left, right, top, bottom
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """``(B, F_in, H, W) -> (B, F_out, H, W)``."""
-        return self.conv(F.pad(x, self.pad))[:, :, : x.shape[2]]
+    def forward(self, x: torch.Tensor, state: DecodingState | None = None) -> torch.Tensor:
+        """``(B, F_in, H, W) -> (B, F_out, H, W)``. With a decoding ``state``, output row ``state.i``
+        ``(B, F_out, 1, W)`` from input row ``i`` ``(B, F_in, 1, W)`` and the rows above, kept in a
+        padded map (``strict``: the state's image map, which the model fills; ``x`` is not read)."""
+        if state is None:
+            return self.conv(F.pad(x, self.pad))[:, :, : x.shape[2]]
+        padded = state.cache(self, lambda: state.padded(self.conv.in_channels, self.pad, image=self.strict))
+        left, _, top, _ = self.pad
+        if not self.strict:
+            padded[:, :, state.i + top, left : left + x.shape[3]] = x[:, :, 0]
+        return self.conv(padded[:, :, state.i : state.i + self.conv.kernel_size[0]])
 
-    def row(self, padded: torch.Tensor, i: int) -> torch.Tensor:
-        """Output row ``i`` ``(B, F_out, 1, W)`` from the input padded by ``pad``."""
-        return self.conv(padded[:, :, i : i + self.conv.kernel_size[0]])
 
+class GatedPixelCNN(RasterModel):
+    """Gated PixelCNN with no blind spot (``gated_pixelcnn``). ``hidden`` is the gated width p (a
+    multiple of C)."""
 
-class GatedPixelCNN(AutoregressiveModel):
-    """Gated PixelCNN with no blind spot. ``hidden`` is the gated width p (a multiple of C)."""
+    name = "gated_pixelcnn"
 
-    def __init__(self, channels: int, image_size: int | tuple[int, int], levels: int = 256,
-                 num_classes: int | None = None, hidden: int = 12, num_layers: int = 3,
-                 kernel_size: int = 3, first_kernel_size: int = 7, skip_features: int | None = None,
-                 out_hidden: int = 16):
-        super().__init__(channels, image_size, levels, num_classes)
+    def __init__(self, *, hidden: int = 12, num_layers: int = 3, kernel_size: int = 3,
+                 first_kernel_size: int = 7, skip_features: int | None = None, out_hidden: int = 16, **image):
+        super().__init__(**image)
         check_ints(1, hidden=hidden, num_layers=num_layers, skip_features=skip_features,
                    out_hidden=out_hidden)
         check_kernels(kernel_size=kernel_size, first_kernel_size=first_kernel_size)
-        if hidden % channels:
-            raise ValueError(f"hidden={hidden} must be a multiple of channels={channels}")
+        C = self.channels
+        check_groups(hidden, C)
         skip_features = skip_features or 2 * hidden
         self.hidden = hidden
         self.layers = nn.ModuleList(
-            GatedLayer(channels if l == 0 else hidden, hidden, first_kernel_size if l == 0 else kernel_size,
-                       channels, skip_features, first=l == 0, last=l == num_layers - 1)
-            for l in range(num_layers))
-        # V h: one class bias per layer, for the vertical and the horizontal gates.
-        self.label = nn.Embedding(num_classes, num_layers * 4 * hidden) if num_classes else None
-        self.out = MaskedConv2d(skip_features, channels * out_hidden, 1, "B", channels)
-        self.head = CategoricalHead(out_hidden, channels, levels)
+            GatedLayer(C if depth == 0 else hidden, hidden, first_kernel_size if depth == 0 else kernel_size,
+                       C, skip_features, first=depth == 0, last=depth == num_layers - 1)
+            for depth in range(num_layers))
+        # V y: one class bias per layer, for the vertical and the horizontal gates.
+        self.label = nn.Embedding(self.num_classes, num_layers * 4 * hidden) if self.num_classes else None
+        self.out = MaskedConv2d(skip_features, C * out_hidden, 1, "B", C)
+        self.head = CategoricalHead(out_hidden, C, self.levels)
 
     def gate_biases(self, cond: torch.Tensor | None) -> list[tuple[Bias, Bias]]:
-        """Per layer, the (vertical, horizontal) conditional gate biases ``V h``: ``(B, 2h, 1, 1)``
-        for labels ``cond (B,)``, or ``(B, 2h, H, W)`` maps in a location-dependent subclass."""
+        """Per layer, the (vertical, horizontal) conditional gate biases ``V y``: ``(B, 2*hidden, 1, 1)``
+        for labels ``cond (B,)``, or ``(B, 2*hidden, H, W)`` maps in a location-dependent subclass."""
         if self.label is None:
             return [(0.0, 0.0)] * len(self.layers)
-        b = self.label(cond).view(len(cond), len(self.layers), 2, 2 * self.hidden, 1, 1)
-        return [(b[:, l, 0], b[:, l, 1]) for l in range(len(self.layers))]
+        return self.per_layer(self.label(cond)[:, :, None, None])
 
-    def output_features(self, skip: torch.Tensor) -> torch.Tensor:
-        """Summed skips ``(B, S, H, W)`` -> output features ``(B, C*out_hidden, H, W)``."""
-        return F.relu(self.out(F.relu(skip)))
+    def per_layer(self, biases: torch.Tensor) -> list[tuple[Bias, Bias]]:
+        """Bias maps ``(B, L*4*hidden, H, W)`` -> per layer, (vertical, horizontal) ``(B, 2*hidden, H,
+        W)``."""
+        b = biases.unflatten(1, (len(self.layers), 2, 2 * self.hidden))
+        return list(zip(b[:, :, 0].unbind(1), b[:, :, 1].unbind(1), strict=True))
 
-    def forward(self, x: torch.Tensor, cond: torch.Tensor | None = None) -> torch.Tensor:
-        """Images ``(B, C, H, W)`` in ``[0, K)`` -> logits ``(B, C, H, W, K)``."""
-        v = h = self.scale(x)
+    def features(self, x: torch.Tensor, cond: torch.Tensor | None = None,
+                 state: DecodingState | None = None) -> torch.Tensor:
+        """Scaled images ``(B, C, H, W)`` -> output features ``(B, C*out_hidden, H, W)``: both stacks of
+        every layer, the skips summed. With a decoding ``state``, one pixel (``RasterModel``); the
+        gate biases are computed once per decoding."""
+        biases = state.cache(self, lambda: self.gate_biases(cond)) if state else self.gate_biases(cond)
+        vertical = horizontal = x
         skip = 0.0
-        for layer, (bv, bh) in zip(self.layers, self.gate_biases(cond), strict=True):
-            v, link = layer.vertical(v, bv)
-            h, s = layer.horizontal(h, link, bh)
+        for layer, (bias_v, bias_h) in zip(self.layers, biases, strict=True):
+            vertical, horizontal, s = layer(vertical, horizontal, bias_v, bias_h, state)
             skip = skip + s
-        return self.head(subpixels(self.output_features(skip), self.channels))
-
-    def decoder(self, batch_size, shape=None, cond=None):
-        """Cached decoder: vertical stacks once per row, horizontal stacks one position a step."""
-        return GatedPixelCNNDecoder(self, batch_size, shape or (self.channels, *self.image_size), cond)
+        return F.relu(self.out(F.relu(skip)))
 
 
 class UpscalingGatedPixelCNN(GatedPixelCNN):
-    """Gated PixelCNN conditioned on a low-resolution image (super-resolution).
+    """Gated PixelCNN conditioned on a low-resolution image (super-resolution, ``gated_pixelcnn_sr``).
 
     ``cond`` is the image area-downsampled by ``upscale_factor``: integers ``(B, C, H/f, W/f)``.
     The paper's location-dependent conditioning: ``s = m(y)`` (``LowResolutionStack``) and, in
@@ -219,135 +239,32 @@ class UpscalingGatedPixelCNN(GatedPixelCNN):
     the whole low-resolution image and only the earlier high-resolution sub-pixels.
     """
 
-    def __init__(self, channels: int, image_size: int | tuple[int, int], levels: int = 256,
-                 num_classes: int | None = None, upscale_factor: int = 4, cond_features: int = 32,
-                 cond_layers: int = 3, **gated):
-        super().__init__(channels, image_size, levels, num_classes, **gated)
+    name = "gated_pixelcnn_sr"
+
+    def __init__(self, *, upscale_factor: int = 4, cond_features: int = 32, cond_layers: int = 3, **gated):
+        super().__init__(**gated)
         check_ints(1, upscale_factor=upscale_factor, cond_features=cond_features, cond_layers=cond_layers)
         H, W = self.image_size
         if H % upscale_factor or W % upscale_factor:
             raise ValueError(f"image_size {H}x{W} is not a multiple of upscale_factor={upscale_factor}")
         self.upscale_factor = upscale_factor
         self.lowres_size = (H // upscale_factor, W // upscale_factor)
-        self.lowres = LowResolutionStack(channels, levels, upscale_factor, cond_features, cond_layers)
+        C, K = self.channels, self.levels
+        self.lowres = LowResolutionStack(C, K, upscale_factor, cond_features, cond_layers)
         self.lowres_bias = nn.Conv2d(cond_features, len(self.layers) * 4 * self.hidden, 1)
 
     def gate_biases(self, cond: torch.Tensor | None) -> list[tuple[Bias, Bias]]:
-        """Per layer, (vertical, horizontal) bias maps ``(B, 2h, H, W)`` of the low-resolution ``cond``."""
+        """Per layer, (vertical, horizontal) bias maps ``(B, 2*hidden, H, W)`` of the low-resolution
+        ``cond``."""
         if cond is None:
             raise ValueError("this super-resolution model needs cond, the low-resolution image")
         if tuple(cond.shape[-2:]) != self.lowres_size:
             raise ValueError(f"cond is {tuple(cond.shape[-2:])} but this model upscales {self.lowres_size}")
-        b = self.lowres_bias(self.lowres(cond))
-        B, _, H, W = b.shape
-        b = b.view(B, len(self.layers), 2, 2 * self.hidden, H, W)
-        return [(b[:, l, 0], b[:, l, 1]) for l in range(len(self.layers))]
+        return self.per_layer(self.lowres_bias(self.lowres(cond)))
 
 
-def _at(bias: Bias, i: int, j: int | None = None) -> Bias:
+def bias_at(bias: Bias, i: int, j: int | None = None) -> Bias:
     """Row ``i`` (and column ``j``) of a gate bias map ``(B, F, H, W)``; constant biases pass through."""
     if not isinstance(bias, torch.Tensor) or bias.shape[2] == 1:
         return bias
     return bias[:, :, i : i + 1] if j is None else bias[:, :, i : i + 1, j : j + 1]
-
-
-class _PixelDecoder:
-    """Raster decoding bookkeeping shared by the masked-convolution decoders."""
-
-    def __init__(self, model: AutoregressiveModel, batch_size: int, shape: tuple[int, int, int]):
-        self.model = model
-        self.C, self.H, self.W = shape
-        p = next(model.parameters())
-        self.device, self.dtype = p.device, p.dtype
-        self.order = model.generation_order(*shape).to(self.device)
-        self.step = 0
-        self.blank = model.scale(torch.zeros((), device=self.device))
-        self.pixel = torch.full((batch_size, self.C), float(self.blank), device=self.device)
-
-    def position(self) -> tuple[int, int, int]:
-        """``(i, j, c)`` of the next sub-pixel."""
-        pixel, c = divmod(self.step, self.C)
-        return pixel // self.W, pixel % self.W, c
-
-    def logits_from(self, features: torch.Tensor, c: int) -> torch.Tensor:
-        """Output features ``(B, C*F, 1, 1)`` -> ``(B, K)`` logits of colour ``c``."""
-        return self.model.head.at(features.view(features.shape[0], self.C, -1)[:, c], c)
-
-    def push(self, values: torch.Tensor) -> None:
-        i, j, c = self.position()
-        self.pixel[:, c] = self.model.scale(values)
-        if c == self.C - 1:
-            self.pixel_done(i, j, self.pixel.to(self.dtype))
-            self.pixel = torch.full_like(self.pixel, float(self.blank))
-        self.step += 1
-
-    def pixel_done(self, i: int, j: int, pixel: torch.Tensor) -> None:
-        raise NotImplementedError
-
-
-class PixelCNNDecoder(_PixelDecoder):
-    """Cached decoding of ``PixelCNN``: a ``ConvCache`` per spatial convolution."""
-
-    def __init__(self, model: PixelCNN, batch_size: int, shape: tuple[int, int, int],
-                 cond: torch.Tensor | None = None):
-        super().__init__(model, batch_size, shape)
-        self.cond = cond
-        convs = [model.conv_in] + [b.conv for b in model.blocks]
-        self.caches = [ConvCache(conv, batch_size, self.H, self.W, self.device, self.dtype) for conv in convs]
-
-    def next_logits(self) -> torch.Tensor:
-        i, j, c = self.position()
-        for cache in self.caches:
-            cache.i, cache.j = i, j
-        x = self.pixel.to(self.dtype)[:, :, None, None]
-        return self.logits_from(self.model.features(x, self.cond, self.caches), c)
-
-    def pixel_done(self, i, j, pixel):
-        self.caches[0].write(pixel, i, j)
-
-
-class GatedPixelCNNDecoder(_PixelDecoder):
-    """Cached decoding of ``GatedPixelCNN``: at the start of each row the vertical stacks compute
-    that whole row (it depends only on rows above); then each step runs the horizontal stacks at
-    one position from ``ConvCache``s of their inputs."""
-
-    def __init__(self, model: GatedPixelCNN, batch_size: int, shape: tuple[int, int, int],
-                 cond: torch.Tensor | None = None):
-        super().__init__(model, batch_size, shape)
-        self.biases = model.gate_biases(cond)
-        self.v_inputs = []  # padded vertical input of each layer
-        for layer in model.layers:
-            left, right, top, _ = layer.v_conv.pad
-            self.v_inputs.append(torch.zeros(batch_size, layer.v_conv.conv.in_channels, self.H + top,
-                                             self.W + left + right, device=self.device, dtype=self.dtype))
-        self.links: list[torch.Tensor] = []
-        self.caches = [ConvCache(layer.h_conv, batch_size, self.H, self.W, self.device, self.dtype)
-                       for layer in model.layers]
-
-    def begin_row(self, i: int) -> None:
-        """Compute every layer's vertical output and link for row ``i``."""
-        self.links = []
-        for l, (layer, (bv, _)) in enumerate(zip(self.model.layers, self.biases, strict=True)):
-            v, link = layer.vertical(self.v_inputs[l], _at(bv, i), row=i)
-            self.links.append(link)
-            if l + 1 < len(self.model.layers):
-                left, _, top, _ = self.model.layers[l + 1].v_conv.pad
-                self.v_inputs[l + 1][:, :, i + top, left : left + self.W] = v[:, :, 0]
-
-    def next_logits(self) -> torch.Tensor:
-        i, j, c = self.position()
-        if j == 0 and c == 0:
-            self.begin_row(i)
-        h = self.pixel.to(self.dtype)[:, :, None, None]
-        skip = 0.0
-        for layer, cache, link, (_, bh) in zip(self.model.layers, self.caches, self.links, self.biases,
-                                               strict=True):
-            cache.i, cache.j = i, j
-            h, s = layer.horizontal(h, link[:, :, :, j : j + 1], _at(bh, i, j), cache)
-            skip = skip + s
-        return self.logits_from(self.model.output_features(skip), c)
-
-    def pixel_done(self, i, j, pixel):
-        self.caches[0].write(pixel, i, j)
-        left, _, top, _ = self.model.layers[0].v_conv.pad
-        self.v_inputs[0][:, :, i + top, j + left] = pixel

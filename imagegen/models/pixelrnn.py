@@ -1,11 +1,11 @@
 """PixelRNN: Row LSTM and Diagonal BiLSTM (van den Oord et al. 2016, "Pixel Recurrent Neural
-Networks", section 3), each with an exact cached decoder.
+Networks", section 3).
 
-Both models share the paper's frame (figure 2 and table 1): a 7x7 mask-A convolution to 2h
-features, ``num_layers`` residual LSTM layers (2h in; the input-to-state convolution gives h
-features per gate; the LSTM's h-feature output goes back to 2h through a 1x1 mask-B convolution
-and is added to the layer's input, section 3.3), then ReLU, a 1x1 mask-B convolution, ReLU, and the
-shared 256-way head (per colour).
+Both models share the paper's frame (figure 2 and table 1), with n = ``hidden`` (the paper's h): a
+7x7 mask-A convolution to 2n features, ``num_layers`` residual LSTM layers (2n in; the
+input-to-state convolution gives n features per gate; the LSTM's n-feature output goes back to 2n
+through a 1x1 mask-B convolution and is added to the layer's input, section 3.3), then ReLU, a 1x1
+mask-B convolution, ReLU, and the shared 256-way head (per colour).
 
 An LSTM layer (equation 3) computes its four gates from a state-to-state and an input-to-state
 convolution::
@@ -36,7 +36,7 @@ right]`` of the row above, or ``[above, left]``): the same weights as the paper'
 one matmul per step (tiny convolutions are slow on CPU, in backward especially).
 
 Colour masking (section 3.4): every map is split into ``channels`` colour groups (``group_of`` in
-``masked.py``); each gate's h features are split the same way, and gate group ``g`` is computed
+``masked.py``); each gate's n features are split the same way, and gate group ``g`` is computed
 from input groups ``<= g`` at the current pixel (mask B; mask A in the first layer sees ``< g``).
 The cell and hidden state updates are elementwise, so state group ``g`` at a pixel depends on
 input sub-pixels of colours ``< g`` there and never on later ones: G at ``(i, j)`` sees R at
@@ -45,27 +45,34 @@ come entirely before the current one (the row above; for the Diagonal BiLSTM als
 left), and every colour of those is already known. The gradient causality tests check this for
 3 channels.
 
-Class conditioning adds a learned bias per label to every LSTM layer's input (``V h``, h one-hot).
+Class conditioning adds a learned bias per label to every LSTM layer's input (``V y``, y one-hot).
+
+Cached decoding (``RasterModel``) runs every layer at one pixel per step: each LSTM layer keeps the
+states of the row above and of the current row.
 """
 
 from __future__ import annotations
+
+from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .base import AutoregressiveModel, check_ints, check_kernels
+from .base import RasterModel, check_ints, check_kernels
+from .decoding import DecodingState
 from .head import CategoricalHead
-from .masked import ConvCache, MaskedConv2d, causal_mask
-from .pixelcnn import _PixelDecoder, subpixels
+from .masked import MaskedConv2d, causal_mask
+
+Bias = torch.Tensor | float  # a layer's input bias: (B, 2n, 1, 1) of the labels, or 0
 
 
 class GateConv(MaskedConv2d):
-    """Input-to-state convolution ``K_is``: 2h features -> four gates of h features each.
+    """Input-to-state convolution ``K_is``: 2n features -> four gates of n features each.
 
-    The output is laid out gate-major, ``[o | f | i | g]``, and each gate's h features carry the
-    colour groups of an h-feature map, so output feature ``q * h + k`` is masked like feature ``k``
-    of an h-output ``MaskedConv2d`` (any h >= channels works, not just multiples of 3).
+    The output is laid out gate-major, ``[o | f | i | g]``, and each gate's n features carry the
+    colour groups of an n-feature map, so output feature ``q * n + k`` is masked like feature ``k``
+    of an n-output ``MaskedConv2d`` (any n >= channels works, not just multiples of 3).
     """
 
     def __init__(self, in_features: int, hidden: int, kernel: tuple[int, int], channels: int,
@@ -74,11 +81,11 @@ class GateConv(MaskedConv2d):
         self.mask = causal_mask(hidden, in_features, kernel, self.center, "B", channels).repeat(4, 1, 1, 1)
 
 
-def lstm_cell(gates: torch.Tensor, c_prev: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Equation 3 from the summed gate pre-activations, features last: ``gates (..., 4h)`` laid out
-    ``[o | f | i | g]`` and ``c_prev (..., h)`` -> ``(h, c)``, each ``(..., h)``."""
+def lstm_cell(gates: torch.Tensor, cell: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Equation 3 from the summed gate pre-activations, features last: ``gates (..., 4n)`` laid out
+    ``[o | f | i | g]`` and the previous cell ``(..., n)`` -> the hidden state and cell, ``(..., n)``."""
     o, f, i, g = gates.unflatten(-1, (4, -1)).unbind(-2)
-    c = torch.sigmoid(f) * c_prev + torch.sigmoid(i) * torch.tanh(g)
+    c = torch.sigmoid(f) * cell + torch.sigmoid(i) * torch.tanh(g)
     return torch.sigmoid(o) * torch.tanh(c), c
 
 
@@ -98,8 +105,8 @@ def unskew(y: torch.Tensor) -> torch.Tensor:
 
 
 class RowLSTM(nn.Module):
-    """One Row LSTM (section 3.1): ``(B, 2h, H, W)`` -> hidden states ``(B, h, H, W)``.
-    ``K_ss``, the width-3 convolution over the previous row, maps ``[left, centre, right]`` 3h -> 4h."""
+    """One Row LSTM (section 3.1): ``(B, 2n, H, W)`` -> hidden states ``(B, n, H, W)``.
+    ``K_ss``, the width-3 convolution over the previous row, maps ``[left, centre, right]`` 3n -> 4n."""
 
     def __init__(self, hidden: int, kernel_size: int, channels: int):
         super().__init__()
@@ -108,22 +115,40 @@ class RowLSTM(nn.Module):
                                        center=(0, kernel_size // 2))
         self.state_to_state = nn.Linear(3 * hidden, 4 * hidden, bias=False)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, state: DecodingState | None = None) -> torch.Tensor:
+        """``(B, 2n, H, W) -> (B, n, H, W)``, one batched step per row; with a decoding ``state``, one
+        step at its pixel (``step``)."""
+        if state is not None:
+            return self.step(x, state)
         B, _, H, W = x.shape
-        gates_is = self.input_to_state(x).permute(0, 2, 3, 1)  # (B, H, W, 4h): the whole map at once
-        h = c = gates_is.new_zeros(B, W, self.hidden)  # row -1
+        gates_is = self.input_to_state(x).permute(0, 2, 3, 1)  # (B, H, W, 4n): the whole map at once
+        out = cell = gates_is.new_zeros(B, W, self.hidden)  # row -1
         rows = []
-        for row in gates_is.unbind(1):  # (B, W, 4h)
-            padded = F.pad(h, (0, 0, 1, 1))  # (B, W+2, h)
-            window = torch.cat([padded[:, :-2], padded[:, 1:-1], padded[:, 2:]], -1)  # (B, W, 3h)
-            h, c = lstm_cell(row + self.state_to_state(window), c)
-            rows.append(h)
+        for row in gates_is.unbind(1):  # (B, W, 4n)
+            padded = F.pad(out, (0, 0, 1, 1))  # (B, W+2, n)
+            window = torch.cat([padded[:, :-2], padded[:, 1:-1], padded[:, 2:]], -1)  # (B, W, 3n)
+            out, cell = lstm_cell(row + self.state_to_state(window), cell)
+            rows.append(out)
         return torch.stack(rows, 1).permute(0, 3, 1, 2)
+
+    def step(self, x: torch.Tensor, state: DecodingState) -> torch.Tensor:
+        """Input ``(B, 2n, 1, 1)`` at pixel ``(i, j)`` -> hidden state ``(B, n, 1, 1)`` there: one
+        input-to-state window, one width-3 window of the row above, one cell update. Keeps the hidden
+        states ``(B, W + 2, n)`` (a zero column each side) and cells ``(B, W, n)`` of two rows: the row
+        above and row ``i``, in turn in each buffer."""
+        B, W, n, (i, j) = state.batch_size, state.shape[2], self.hidden, (state.i, state.j)
+        hidden, cells = state.cache(self, lambda: (state.zeros(2, B, W + 2, n), state.zeros(2, B, W, n)))
+        above, row = (i + 1) % 2, i % 2
+        window = hidden[above, :, j : j + 3].flatten(1)  # (B, 3n): left, centre, right of the row above
+        gates = self.input_to_state(x, state)[:, :, 0, 0] + self.state_to_state(window)
+        out, cell = lstm_cell(gates, cells[above, :, j])
+        hidden[row, :, j + 1], cells[row, :, j] = out, cell
+        return out[:, :, None, None]
 
 
 class DiagonalLSTM(nn.Module):
     """One direction of the Diagonal BiLSTM (section 3.2), left to right over the skewed map:
-    ``(B, 2h, H, W)`` -> hidden states ``(B, h, H, W)``. The state at ``(i, j)`` comes from the
+    ``(B, 2n, H, W)`` -> hidden states ``(B, n, H, W)``. The state at ``(i, j)`` comes from the
     states at ``(i - 1, j)`` and ``(i, j - 1)`` (the 2x1 ``K_ss`` over skewed column ``i + j - 1``)
     and the cell at ``(i, j - 1)``."""
 
@@ -131,41 +156,60 @@ class DiagonalLSTM(nn.Module):
         super().__init__()
         self.hidden = hidden
         self.input_to_state = GateConv(2 * hidden, hidden, (1, 1), channels)
-        # K_ss, the 2x1 column convolution: [above, left] 2h -> 4h.
+        # K_ss, the 2x1 column convolution: [above, left] 2n -> 4n.
         self.state_to_state = nn.Linear(2 * hidden, 4 * hidden, bias=False)
+
+    def cell(self, gates_is: torch.Tensor, above: torch.Tensor, left: torch.Tensor, cell: torch.Tensor
+             ) -> tuple[torch.Tensor, torch.Tensor]:
+        """One LSTM step from the input-to-state gates ``(..., 4n)``, the hidden states above and to the
+        left ``(..., n)`` and the cell to the left -> the hidden state and cell ``(..., n)``."""
+        return lstm_cell(gates_is + self.state_to_state(torch.cat([above, left], -1)), cell)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         B, _, H, W = x.shape
-        gates_is = skew(self.input_to_state(x)).permute(0, 3, 2, 1)  # (B, H+W-1, H, 4h); 1x1 commutes
+        gates_is = skew(self.input_to_state(x)).permute(0, 3, 2, 1)  # (B, H+W-1, H, 4n); 1x1 commutes
         rows, cols = torch.arange(H, device=x.device)[:, None], torch.arange(H + W - 1, device=x.device)
         inside = ((cols >= rows) & (cols < rows + W)).T[..., None].to(gates_is.dtype)  # (H+W-1, H, 1)
-        h = c = gates_is.new_zeros(B, H, self.hidden)  # column -1
+        out = cell = gates_is.new_zeros(B, H, self.hidden)  # column -1
         columns = []
-        for k, column in enumerate(gates_is.unbind(1)):  # (B, H, 4h)
+        for k, column in enumerate(gates_is.unbind(1)):  # (B, H, 4n)
             # Row i of column k: the states of row i-1 (the pixel above) and row i (the pixel to
             # the left) in column k-1.
-            above = F.pad(h, (0, 0, 1, 0))[:, :H]
-            h, c = lstm_cell(column + self.state_to_state(torch.cat([above, h], -1)), c)
-            h, c = h * inside[k], c * inside[k]  # outside the image: zero, like padding
-            columns.append(h)
+            above = F.pad(out, (0, 0, 1, 0))[:, :H]
+            out, cell = self.cell(column, above, out, cell)
+            out, cell = out * inside[k], cell * inside[k]  # outside the image: zero, like padding
+            columns.append(out)
         return unskew(torch.stack(columns, 1).permute(0, 3, 2, 1))
+
+    def row_right_to_left(self, inputs: torch.Tensor, above: torch.Tensor) -> torch.Tensor:
+        """This direction run right to left over one complete row of the unmirrored map: the layer's
+        inputs on it ``(B, 2n, W)`` and the hidden states of the row above ``(B, n, W)`` -> the row's
+        hidden states ``(B, n, W)``."""
+        gates_is = self.input_to_state(inputs[:, :, None, :])[:, :, 0]  # (B, 4n, W)
+        out = cell = torch.zeros_like(above[:, :, 0])  # right of the row: outside the image
+        row = torch.zeros_like(above)
+        for j in reversed(range(inputs.shape[2])):
+            out, cell = self.cell(gates_is[:, :, j], above[:, :, j], out, cell)
+            row[:, :, j] = out
+        return row
 
 
 class RowLSTMLayer(nn.Module):
-    """Residual Row LSTM layer: ``x + 1x1_B(RowLSTM(x + bias))``, ``(B, 2h, H, W)`` in and out."""
+    """Residual Row LSTM layer: ``x + 1x1_B(RowLSTM(x + bias))``, ``(B, 2n, H, W)`` in and out (one pixel
+    ``(B, 2n, 1, 1)`` with a decoding state)."""
 
     def __init__(self, hidden: int, kernel_size: int, channels: int):
         super().__init__()
         self.lstm = RowLSTM(hidden, kernel_size, channels)
         self.up = MaskedConv2d(hidden, 2 * hidden, 1, "B", channels)
 
-    def forward(self, x: torch.Tensor, bias: torch.Tensor | float = 0.0) -> torch.Tensor:
-        return x + self.up(self.lstm(x + bias))
+    def forward(self, x: torch.Tensor, bias: Bias = 0.0, state: DecodingState | None = None) -> torch.Tensor:
+        return x + self.up(self.lstm(x + bias, state))
 
 
 class DiagonalBiLSTMLayer(nn.Module):
     """Residual Diagonal BiLSTM layer: both directions, the right-to-left one mirrored back and
-    shifted down one row, summed, ``1x1_B`` to 2h and added to the input. ``(B, 2h, H, W)``."""
+    shifted down one row, summed, ``1x1_B`` to 2n and added to the input. ``(B, 2n, H, W)``."""
 
     def __init__(self, hidden: int, channels: int):
         super().__init__()
@@ -173,211 +217,89 @@ class DiagonalBiLSTMLayer(nn.Module):
         self.right_to_left = DiagonalLSTM(hidden, channels)
         self.up = MaskedConv2d(hidden, 2 * hidden, 1, "B", channels)
 
-    def forward(self, x: torch.Tensor, bias: torch.Tensor | float = 0.0) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, bias: Bias = 0.0, state: DecodingState | None = None) -> torch.Tensor:
+        """``(B, 2n, H, W)`` in and out; with a decoding ``state``, one step at its pixel (``step``)."""
+        if state is not None:
+            return self.step(x, bias, state)
         u = x + bias
         r2l = self.right_to_left(u.flip(3)).flip(3)
         r2l = F.pad(r2l, (0, 0, 1, 0))[:, :, : x.shape[2]]  # row i gets row i-1: only complete rows
         return x + self.up(self.left_to_right(u) + r2l)
 
+    def step(self, x: torch.Tensor, bias: Bias, state: DecodingState) -> torch.Tensor:
+        """One pixel ``(B, 2n, 1, 1)`` at ``(i, j)``: one left-to-right LSTM step from the states above and
+        to the left, plus the right-to-left state of the pixel above (the shift by one row). On a row's
+        first step the row above is complete, and the right-to-left pass runs over it, right to left,
+        from the layer's inputs on it: W steps once per row."""
+        B, W, n, (i, j) = state.batch_size, state.shape[2], self.left_to_right.hidden, (state.i, state.j)
+        # Left-to-right hidden states of the row above and of row i (in turn in each buffer), the cells and
+        # the layer's inputs on row i, and the right-to-left hidden states of the row above.
+        hidden, cells, inputs, right_to_left = state.cache(self, lambda: (
+            state.zeros(2, B, n, W), state.zeros(B, n, W), state.zeros(B, 2 * n, W), state.zeros(B, n, W)))
+        if state.new_row and i:
+            right_to_left.copy_(self.right_to_left.row_right_to_left(inputs, right_to_left))
+        above, row = hidden[(i + 1) % 2], hidden[i % 2]
+        u = (x + bias)[:, :, 0, 0]
+        left = row[:, :, j - 1] if j else state.zeros(B, n)
+        cell_left = cells[:, :, j - 1] if j else state.zeros(B, n)
+        gates_is = self.left_to_right.input_to_state(u[:, :, None, None])[:, :, 0, 0]
+        out, cell = self.left_to_right.cell(gates_is, above[:, :, j], left, cell_left)
+        row[:, :, j], cells[:, :, j], inputs[:, :, j] = out, cell, u
+        return x + self.up((out + right_to_left[:, :, j])[:, :, None, None])
 
-class PixelRNN(AutoregressiveModel):
-    """The frame both PixelRNNs share: mask-A input convolution, LSTM layers, output layers.
 
-    ``hidden`` is h (layers carry 2h features); ``out_hidden`` is the per-colour width of the
-    output layer. Subclasses make ``self.layers``.
-    """
+class PixelRNN(RasterModel):
+    """The frame both PixelRNNs share: mask-A input convolution, ``num_layers`` LSTM layers made by
+    ``layer(hidden, channels)``, output layers. ``hidden`` is n (layers carry 2n features);
+    ``out_hidden`` is the per-colour width of the output layer."""
 
-    def __init__(self, channels: int, image_size: int | tuple[int, int], levels: int, num_classes: int | None,
-                 hidden: int, num_layers: int, first_kernel_size: int, out_hidden: int):
-        super().__init__(channels, image_size, levels, num_classes)
+    def __init__(self, *, layer: Callable[[int, int], nn.Module], hidden: int = 8, num_layers: int = 2,
+                 first_kernel_size: int = 7, out_hidden: int = 16, **image):
+        super().__init__(**image)
         check_ints(1, hidden=hidden, num_layers=num_layers, out_hidden=out_hidden)
         check_kernels(first_kernel_size=first_kernel_size)
-        if hidden < channels:
-            raise ValueError(f"hidden={hidden} must be at least channels={channels} (one group per colour)")
+        C = self.channels
+        if hidden < C:
+            raise ValueError(f"hidden={hidden} must be at least channels={C} (one group per colour)")
         self.hidden = hidden
-        self.conv_in = MaskedConv2d(channels, 2 * hidden, first_kernel_size, "A", channels)
-        self.label = nn.Embedding(num_classes, num_layers * 2 * hidden) if num_classes else None
-        self.layers: nn.ModuleList
-        self.out = MaskedConv2d(2 * hidden, channels * out_hidden, 1, "B", channels)
-        self.head = CategoricalHead(out_hidden, channels, levels)
+        self.conv_in = MaskedConv2d(C, 2 * hidden, first_kernel_size, "A", C)
+        self.label = nn.Embedding(self.num_classes, num_layers * 2 * hidden) if self.num_classes else None
+        self.out = MaskedConv2d(2 * hidden, C * out_hidden, 1, "B", C)
+        self.head = CategoricalHead(out_hidden, C, self.levels)
+        self.layers = nn.ModuleList(layer(hidden, C) for _ in range(num_layers))
 
-    def label_biases(self, cond: torch.Tensor | None) -> list[torch.Tensor | float]:
-        """Per layer, the input bias ``(B, 2h, 1, 1)`` of labels ``cond (B,)`` (0.0 if unconditional)."""
+    def label_biases(self, cond: torch.Tensor | None) -> list[Bias]:
+        """Per layer, the input bias ``(B, 2n, 1, 1)`` of labels ``cond (B,)`` (0.0 if unconditional)."""
         if self.label is None:
             return [0.0] * len(self.layers)
         b = self.label(cond).view(len(cond), len(self.layers), 2 * self.hidden, 1, 1)
         return list(b.unbind(1))
 
-    def output_features(self, x: torch.Tensor) -> torch.Tensor:
-        """Last layer's map ``(B, 2h, H, W)`` -> output features ``(B, C*out_hidden, H, W)``."""
-        return F.relu(self.out(F.relu(x)))
-
-    def forward(self, x: torch.Tensor, cond: torch.Tensor | None = None) -> torch.Tensor:
-        """Images ``(B, C, H, W)`` in ``[0, K)`` -> logits ``(B, C, H, W, K)``."""
-        h = self.conv_in(self.scale(x))
-        for layer, bias in zip(self.layers, self.label_biases(cond), strict=True):
-            h = layer(h, bias)
-        return self.head(subpixels(self.output_features(h), self.channels))
+    def features(self, x: torch.Tensor, cond: torch.Tensor | None = None,
+                 state: DecodingState | None = None) -> torch.Tensor:
+        """Scaled images ``(B, C, H, W)`` -> output features ``(B, C*out_hidden, H, W)``; with a
+        decoding ``state``, one pixel (``RasterModel``); the label biases are made once per decoding."""
+        biases = state.cache(self, lambda: self.label_biases(cond)) if state else self.label_biases(cond)
+        out = self.conv_in(x, state)
+        for layer, bias in zip(self.layers, biases, strict=True):
+            out = layer(out, bias, state)
+        return F.relu(self.out(F.relu(out)))
 
 
 class RowLSTMModel(PixelRNN):
     """Row LSTM PixelRNN (``row_lstm``). ``kernel_size`` is the input-to-state width k."""
 
-    def __init__(self, channels: int, image_size: int | tuple[int, int], levels: int = 256,
-                 num_classes: int | None = None, hidden: int = 8, num_layers: int = 2, kernel_size: int = 3,
-                 first_kernel_size: int = 7, out_hidden: int = 16):
-        check_kernels(kernel_size=kernel_size)
-        super().__init__(channels, image_size, levels, num_classes, hidden, num_layers, first_kernel_size,
-                         out_hidden)
-        self.layers = nn.ModuleList(RowLSTMLayer(hidden, kernel_size, channels) for _ in range(num_layers))
+    name = "row_lstm"
 
-    def decoder(self, batch_size, shape=None, cond=None):
-        """Cached decoder: per layer the previous row's states; one LSTM step per position."""
-        return RowLSTMDecoder(self, batch_size, shape or (self.channels, *self.image_size), cond)
+    def __init__(self, *, kernel_size: int = 3, **frame):
+        check_kernels(kernel_size=kernel_size)
+        super().__init__(layer=lambda hidden, channels: RowLSTMLayer(hidden, kernel_size, channels), **frame)
 
 
 class DiagonalBiLSTMModel(PixelRNN):
     """Diagonal BiLSTM PixelRNN (``diagonal_bilstm``)."""
 
-    def __init__(self, channels: int, image_size: int | tuple[int, int], levels: int = 256,
-                 num_classes: int | None = None, hidden: int = 8, num_layers: int = 2,
-                 first_kernel_size: int = 7, out_hidden: int = 16):
-        super().__init__(channels, image_size, levels, num_classes, hidden, num_layers, first_kernel_size,
-                         out_hidden)
-        self.layers = nn.ModuleList(DiagonalBiLSTMLayer(hidden, channels) for _ in range(num_layers))
+    name = "diagonal_bilstm"
 
-    def decoder(self, batch_size, shape=None, cond=None):
-        """Cached decoder: left-to-right steps per position, the right-to-left pass per finished row."""
-        return DiagonalBiLSTMDecoder(self, batch_size, shape or (self.channels, *self.image_size), cond)
-
-
-class _PixelRNNDecoder(_PixelDecoder):
-    """Shared by both PixelRNN decoders: a ``ConvCache`` for the 7x7 input convolution, and a step
-    that runs every layer at one position.
-
-    Every state at pixel ``(i, j)`` depends only on sub-pixels before ``(i, j, C-1)`` (mask A, then
-    mask B), so the states computed for the pixel's last colour are final: ``pixel_done`` commits
-    those (``self.pending``) and only the input convolution needs the complete pixel.
-    """
-
-    def __init__(self, model: PixelRNN, batch_size: int, shape: tuple[int, int, int],
-                 cond: torch.Tensor | None):
-        super().__init__(model, batch_size, shape)
-        self.biases = model.label_biases(cond)
-        self.input_cache = ConvCache(model.conv_in, batch_size, self.H, self.W, self.device, self.dtype)
-        self.pending: list = []
-
-    def zeros(self, *shape: int) -> torch.Tensor:
-        return torch.zeros(*shape, device=self.device, dtype=self.dtype)
-
-    def next_logits(self) -> torch.Tensor:
-        i, j, c = self.position()
-        self.input_cache.i, self.input_cache.j = i, j
-        x = self.model.conv_in(self.pixel.to(self.dtype)[:, :, None, None], self.input_cache)[:, :, 0, 0]
-        self.pending = []
-        for l, (layer, bias) in enumerate(zip(self.model.layers, self.biases, strict=True)):
-            u = x + (bias[:, :, 0, 0] if torch.is_tensor(bias) else bias)
-            out, state = self.layer_step(l, layer, u, i, j)
-            self.pending.append(state)
-            x = x + layer.up(out[:, :, None, None])[:, :, 0, 0]
-        return self.logits_from(self.model.output_features(x[:, :, None, None]), c)
-
-    def layer_step(self, l: int, layer: nn.Module, u: torch.Tensor, i: int, j: int):
-        """Layer ``l``'s LSTM output ``(B, h)`` at ``(i, j)`` from its input ``u (B, 2h)``, and the
-        state to commit when the pixel is done."""
-        raise NotImplementedError
-
-    def pixel_done(self, i, j, pixel):
-        self.input_cache.write(pixel, i, j)
-        self.commit(i, j)
-
-    def commit(self, i: int, j: int) -> None:
-        raise NotImplementedError
-
-
-class RowLSTMDecoder(_PixelRNNDecoder):
-    """Cached decoding of ``RowLSTMModel``. Per layer it keeps a ``ConvCache`` of the input map (for
-    the 1 x k input-to-state), the previous row's hidden state (zero-padded by one column each side)
-    and cell state, and the current row's as its pixels are completed. A step runs, per layer, one
-    input-to-state window, one width-3 state-to-state window and one cell update."""
-
-    def __init__(self, model: RowLSTMModel, batch_size: int, shape: tuple[int, int, int],
-                 cond: torch.Tensor | None = None):
-        super().__init__(model, batch_size, shape, cond)
-        h, B, W = model.hidden, batch_size, self.W
-        self.caches = [ConvCache(layer.lstm.input_to_state, B, self.H, W, self.device, self.dtype)
-                       for layer in model.layers]
-        self.h_prev = [self.zeros(B, W + 2, h) for _ in model.layers]  # row i-1, padded
-        self.c_prev = [self.zeros(B, W, h) for _ in model.layers]
-        self.h_row = [self.zeros(B, W + 2, h) for _ in model.layers]  # row i
-        self.c_row = [self.zeros(B, W, h) for _ in model.layers]
-
-    def layer_step(self, l, layer, u, i, j):
-        cache = self.caches[l]
-        cache.i, cache.j = i, j
-        gates = (layer.lstm.input_to_state(u[:, :, None, None], cache)[:, :, 0, 0]
-                 + layer.lstm.state_to_state(self.h_prev[l][:, j : j + 3].flatten(1)))
-        h, c = lstm_cell(gates, self.c_prev[l][:, j])
-        return h, (h, c)
-
-    def commit(self, i, j):
-        for l, (h, c) in enumerate(self.pending):
-            self.h_row[l][:, j + 1] = h
-            self.c_row[l][:, j] = c
-        if j == self.W - 1:  # the row is complete: it becomes the previous row
-            self.h_prev, self.h_row = self.h_row, self.h_prev
-            self.c_prev, self.c_row = self.c_row, self.c_prev
-
-
-class DiagonalBiLSTMDecoder(_PixelRNNDecoder):
-    """Cached decoding of ``DiagonalBiLSTMModel``.
-
-    Per layer it keeps the left-to-right hidden states of the previous and the current row, the
-    cell state of the pixel to the left, the layer's inputs along the current row, and the
-    right-to-left hidden states of the previous row. A step runs, per layer, one left-to-right LSTM
-    step (1x1 input-to-state, 2x1 state-to-state over the pixels above and to the left) and adds the
-    right-to-left state of the pixel above (the shift by one row). When a row is complete, every
-    layer's inputs on it are final, and the right-to-left pass runs over it, right to left, from
-    those inputs and the right-to-left states of the row above: W steps once per row.
-    """
-
-    def __init__(self, model: DiagonalBiLSTMModel, batch_size: int, shape: tuple[int, int, int],
-                 cond: torch.Tensor | None = None):
-        super().__init__(model, batch_size, shape, cond)
-        h, B, W = model.hidden, batch_size, self.W
-        self.h_prev = [self.zeros(B, h, W) for _ in model.layers]  # left-to-right, row i-1
-        self.h_row = [self.zeros(B, h, W) for _ in model.layers]  # left-to-right, row i
-        self.c_left = [self.zeros(B, h) for _ in model.layers]  # left-to-right cell at (i, j-1)
-        self.u_row = [self.zeros(B, 2 * h, W) for _ in model.layers]  # layer inputs on row i
-        self.r2l_prev = [self.zeros(B, h, W) for _ in model.layers]  # right-to-left, row i-1
-
-    def layer_step(self, l, layer, u, i, j):
-        lstm = layer.left_to_right
-        left = self.h_row[l][:, :, j - 1] if j > 0 else self.zeros(len(u), self.model.hidden)
-        c_left = self.c_left[l] if j > 0 else torch.zeros_like(self.c_left[l])
-        gates = (lstm.input_to_state(u[:, :, None, None])[:, :, 0, 0]
-                 + lstm.state_to_state(torch.cat([self.h_prev[l][:, :, j], left], -1)))
-        h, c = lstm_cell(gates, c_left)
-        return h + self.r2l_prev[l][:, :, j], (h, c, u)
-
-    def commit(self, i, j):
-        for l, (h, c, u) in enumerate(self.pending):
-            self.h_row[l][:, :, j] = h
-            self.c_left[l] = c
-            self.u_row[l][:, :, j] = u
-        if j == self.W - 1:
-            rows = zip(self.model.layers, self.u_row, self.r2l_prev, strict=True)
-            self.r2l_prev = [self.right_to_left_row(layer.right_to_left, u, up) for layer, u, up in rows]
-            self.h_prev, self.h_row = self.h_row, self.h_prev
-
-    def right_to_left_row(self, lstm: DiagonalLSTM, u_row: torch.Tensor, above: torch.Tensor) -> torch.Tensor:
-        """The right-to-left hidden states ``(B, h, W)`` of a complete row from the layer's inputs on
-        it ``u_row (B, 2h, W)`` and the right-to-left states of the row above ``(B, h, W)``."""
-        gates_is = lstm.input_to_state(u_row[:, :, None, :])[:, :, 0]  # (B, 4h, W)
-        h = c = torch.zeros_like(above[:, :, 0])  # right of the row: outside the image
-        out = torch.zeros_like(above)
-        for j in reversed(range(self.W)):
-            gates = gates_is[:, :, j] + lstm.state_to_state(torch.cat([above[:, :, j], h], -1))
-            h, c = lstm_cell(gates, c)
-            out[:, :, j] = h
-        return out
+    def __init__(self, **frame):
+        super().__init__(layer=DiagonalBiLSTMLayer, **frame)
