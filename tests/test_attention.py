@@ -1,9 +1,9 @@
 """Local attention: the 1D and 2D patterns, and the kernels against the reference."""
 
+import dataclasses
+
 import pytest
 import torch
-
-import dataclasses
 
 from imagegen.models import attention as att
 from imagegen.models.attention import (

@@ -8,8 +8,8 @@ Cases (``--cases``, default all):
 * ``throughput``: the default checkpoint, 1,000 images, against one forward pass over 1,000 images at the
   same precision and threads (what sampling would cost if it were one pass).
 * ``transformer``: ``configs/cifar10_transformer_1d.yaml`` (12 x 512, blocks of 256), 4 images of 3x32x32.
-* ``row_lstm``, ``diagonal_bilstm``: ``configs/cifar10_row_lstm.yaml``, ``configs/cifar10_diagonal_bilstm.yaml``
-  (12 layers, h = 128), 4 images of 3x32x32.
+* ``row_lstm``, ``diagonal_bilstm``: ``configs/cifar10_row_lstm.yaml``,
+  ``configs/cifar10_diagonal_bilstm.yaml`` (12 layers, h = 128), 4 images of 3x32x32.
 
 Every variant is a ``Sampling`` run (``imagegen.sampling``, the sampler itself, set-up included) and all
 of them advance together, a slice of each run's steps at a time in turn, so that a shared machine's
@@ -195,7 +195,8 @@ def bandwidth(args: argparse.Namespace, threads: int) -> tuple[float, str]:
 
         from .peak import peak
 
-        return peak(json.loads(args.peak.read_text())["results"], "read (large buffer)", threads), str(args.peak)
+        results = json.loads(args.peak.read_text())["results"]
+        return peak(results, "read (large buffer)", threads), str(args.peak)
     big = torch.ones((16 if args.quick else 512) * 2**18)
     with cpu_threads_set(threads):
         big.sum()
@@ -224,8 +225,8 @@ def make_variants(args: argparse.Namespace, device: torch.device) -> list[Varian
                 v.setup = partial(Sampling, model, images, seed=args.seed, cond=cond, cpu_threads=t)
                 variants.append(v)
                 if case.forward:
-                    variants.append(Variant(name, precision, "forward", t, threads == "auto", model, images, 1,
-                                            total))
+                    variants.append(Variant(name, precision, "forward", t, threads == "auto", model, images,
+                                            1, total))
         if case.reference:
             model = cast(base, "fp32", device)
             steps = args.reference_steps or (total if total * case.images <= 4000 else 3)
@@ -328,12 +329,15 @@ def report(args: argparse.Namespace, variants: list[Variant]) -> Report:
         rows.append([case.label, f"{row['parameters'] / 1e6:.2f} M", str(v.images), v.precision, v.decoder,
                      f"{threads}{' (auto)' if v.auto else ''}", *cells])
         results.append(row)
-    notes = ["per step = seconds / sub-pixels of the image; floor = the weight bytes a cached step multiplies "
-             f"by / memory bandwidth ({next(iter(bw_cache.values()))[1] if bw_cache else 'not measured'}); "
+    source = next(iter(bw_cache.values()))[1] if bw_cache else "not measured"
+    notes = ["per step = seconds / sub-pixels of the image; floor = the weight bytes a cached step "
+             f"multiplies by / memory bandwidth ({source}); "
              "gap = per step / floor. Reference decoders run fp32 at 1 thread; 'extrapolated' rows timed the "
              "first steps only (every step of a reference decoder is a full forward pass). All variants ran "
              f"interleaved in {args.slices} round-robin slices."]
     headers = ["model", "parameters", "images", "precision", "decoder", "threads", "time", "per step ms",
                "floor µs/step (weights)", "gap", "ratio"]
-    title = "Sampling: latency and throughput" + (" (--quick: tiny models, not the sizes named)" if args.quick else "")
+    title = "Sampling: latency and throughput"
+    if args.quick:
+        title += " (--quick: tiny models, not the sizes named)"
     return Report(title, headers, rows, notes, {"results": results})

@@ -70,6 +70,7 @@ QUICK_CASES = {
 #: The Must-show training targets of issue 14: bf16 MFU of these cases.
 TARGETS = {"gated_pixelcnn_10x128": 0.65, "cifar10_transformer_1d": 0.65}
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
+LAYOUTS = ["NCHW", "channels_last"]
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -80,7 +81,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="override for --config, repeatable")
     p.add_argument("--batch-size", type=int, help="images per step (default: the case's)")
     p.add_argument("--precision", nargs="+", choices=list(DTYPES), default=list(DTYPES))
-    p.add_argument("--layout", nargs="+", choices=["NCHW", "channels_last"], default=["NCHW", "channels_last"],
+    p.add_argument("--layout", nargs="+", choices=LAYOUTS, default=LAYOUTS,
                    help="memory formats, for models with convolutions (default: both)")
     p.add_argument("--compile", nargs="+", choices=["off", "on"], default=["off"],
                    help="torch.compile of the model (default: off; 'off on' for both)")
@@ -222,7 +223,8 @@ def make_variants(case: Case, args: argparse.Namespace, device: torch.device) ->
                         ran = resolve_kernel(kernel, device, DTYPES[precision])
                     forward = torch.compile(model) if compiled else model
                     optimizer = make_optimizer(case.config, model.parameters())
-                    step = make_step(model, forward, optimizer, xv, cond, precision, case.config.train.grad_clip)
+                    clip = case.config.train.grad_clip
+                    step = make_step(model, forward, optimizer, xv, cond, precision, clip)
                     variants.append(Variant(case.name, precision, layout, compiled, kernel, ran, step=step))
     return variants
 
@@ -305,8 +307,9 @@ def report(cases: list[Case], times: dict[str, list[float]], peak: dict[str, flo
             base = base or s["median"]
             achieved = case.flops / s["median"]
             mfu = achieved / peak[v.precision]
+            kernel = v.ran if v.kernel in ("-", v.ran) else f"auto: {v.ran}"
             rows.append([case.name, f"{params:,}", str(case.batch), v.precision, v.layout,
-                         "on" if v.compiled else "off", v.ran if v.kernel in ("-", v.ran) else f"auto: {v.ran}",
+                         "on" if v.compiled else "off", kernel,
                          f"{s['median']:.3f} ({s['min']:.3f}-{s['max']:.3f})",
                          f"{case.batch / s['median']:.3g}", f"{achieved / 1e9:.3g}", f"{100 * mfu:.1f}%",
                          f"{base / s['median']:.2f}x"])
