@@ -14,9 +14,9 @@ def check_cached_matches_reference(model: AutoregressiveModel, batch_size: int,
                                    shape: tuple[int, int, int] | None = None,
                                    atol: float = 1e-4) -> None:
     """Push the same random values into ``model``'s cached and reference decoders and assert their
-    logits agree (float32, ``atol``) at every step of the generation order."""
+    logits agree (float32, ``atol``) at every step of the generation order, on the model's device."""
     C, H, W = shape or model.shape
-    values = torch.randint(0, model.levels, (C * H * W, batch_size))
+    values = torch.randint(0, model.levels, (C * H * W, batch_size)).to(next(model.parameters()).device)
     with torch.no_grad(), one_thread():
         ref, cached = model.reference_decoder(batch_size, shape, cond), model.decoder(batch_size, shape, cond)
         assert type(cached) is not type(ref)

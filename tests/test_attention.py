@@ -166,6 +166,7 @@ def test_kernel_names_checked():
         resolve_kernel("xformers", torch.device("cpu"))
 
 
+@pytest.mark.cuda
 @pytest.mark.skipif(not (torch.cuda.is_available() and has_xformers()), reason="needs CUDA and xformers")
 def test_xformers_matches_reference_on_cuda():
     pattern = local_1d_pattern(64, 16, 16).to("cuda")

@@ -1,7 +1,9 @@
-"""Smoke tests of scripts/eval_bpd.py and scripts/bench_train.py, run as a user would (subprocess)."""
+"""Smoke tests of scripts/eval_bpd.py, bench_train.py, benchmark.py and gpu_check.py, run as a user would
+(subprocess)."""
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -121,3 +123,42 @@ def test_a_snapshot_of_a_run_resumes_like_the_run(tmp_path):
     missing = run_script("snapshot_run.py", str(tmp_path / "nothing"))
     assert missing.returncode == 2 and missing.stderr.startswith("error: ")
     assert "holds no run" in missing.stderr
+
+
+def test_gpu_check_without_cuda_stops_with_one_line(tmp_path):
+    out = tmp_path / "report.md"
+    no_gpu = {**ENV, "CUDA_VISIBLE_DEVICES": ""}
+    proc = subprocess.run([sys.executable, str(SCRIPTS / "gpu_check.py"), "--out", str(out)],
+                          capture_output=True, text=True, env=no_gpu, timeout=120)
+    assert proc.returncode == 2, proc.stderr
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: gpu_check needs a CUDA GPU"), proc.stderr
+    assert not out.exists() and not list(tmp_path.iterdir())
+
+
+def test_benchmark_sample_quick_times_every_decoder(tmp_path):
+    """``benchmark.py sample --quick``: cached (fp32, bf16) against the reference decoder, and the
+    throughput case against one forward pass, each cached row with its weight-streaming floor."""
+    out = tmp_path / "sample.json"
+    proc = run_script("benchmark.py", "sample", "--quick", "--cases", "gated", "throughput",
+                      "--json", str(out))
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    rows = json.loads(out.read_text())["results"]
+    kinds = sorted((r["case"], r["precision"], r["decoder"]) for r in rows)
+    assert kinds == [("gated", "bf16", "cached"), ("gated", "fp32", "cached"), ("gated", "fp32", "reference"),
+                     ("throughput", "bf16", "cached"), ("throughput", "bf16", "forward"),
+                     ("throughput", "fp32", "cached"), ("throughput", "fp32", "forward")]
+    for r in rows:
+        assert r["seconds"] > 0
+        if r["decoder"] == "cached":
+            assert r["floor_per_step"] > 0 and r["weight_bytes_per_step"] > 0
+            assert ("vs_reference" if r["case"] == "gated" else "vs_forward") in r
+    assert len(table_rows(proc.stdout)) == len(rows)
+
+
+def test_benchmark_rejects_bad_threads_in_one_line(tmp_path):
+    out = tmp_path / "s.json"
+    proc = run_script("benchmark.py", "sample", "--quick", "--threads", "0", "--json", str(out))
+    said = "error: --threads takes 'auto' or positive numbers, not '0'"
+    assert proc.returncode == 2 and proc.stderr.strip() == said, proc.stderr
+    assert not out.exists()

@@ -123,22 +123,32 @@ def test_lr_schedule_warmup_then_cosine(data):
     assert lr_factor(39, cfg) == pytest.approx(0.5)
 
 
-def test_two_process_data_parallel_ranks_end_identical(data, tmp_path):
+def two_process_ranks(data: Path, out: Path, cuda: bool = False) -> tuple[dict, dict]:
+    """Train ``tiny_config(data)`` 4 steps in 2 processes (tests/ddp_worker.py, one GPU each with
+    ``cuda``, else on CPU with GPUs hidden); assert both ranks end with the same weights; return them."""
     env = {k: v for k, v in os.environ.items() if not k.startswith(("ACCELERATE_", "RANK", "WORLD_SIZE"))}
     env["OMP_NUM_THREADS"] = "1"
-    # torch's launcher (what `accelerate launch --multi_gpu` runs); accelerate picks gloo on CPU.
+    if not cuda:
+        env["CUDA_VISIBLE_DEVICES"] = ""
+    # torch's launcher (what `accelerate launch --multi_gpu` runs); accelerate picks gloo on CPU, nccl on
+    # CUDA.
     with socket.socket() as s:  # a free port, so that concurrent test runs do not collide
         s.bind(("localhost", 0))
         port = s.getsockname()[1]
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nnodes", "1", "--rdzv-backend", "c10d",
            "--rdzv-endpoint", f"localhost:{port}", "--nproc_per_node", "2",
-           str(Path(__file__).parent / "ddp_worker.py"), str(data), str(tmp_path)]
+           str(Path(__file__).parent / "ddp_worker.py"), str(data), str(out)]
     result = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-3000:]
     assert "of 2 done" in result.stdout
-    r0, r1 = load_file(tmp_path / "rank0.safetensors"), load_file(tmp_path / "rank1.safetensors")
+    r0, r1 = load_file(out / "rank0.safetensors"), load_file(out / "rank1.safetensors")
     for k in r0:
         assert torch.equal(r0[k], r1[k]), k
+    return r0, r1
+
+
+def test_two_process_data_parallel_ranks_end_identical(data, tmp_path):
+    r0, _ = two_process_ranks(data, tmp_path)
     trained = checkpoint.load(tmp_path / "run" / "model")
     assert checkpoint.read_info(tmp_path / "run" / "model")["step"] == 4
     assert trained.head.weight.shape == r0["head.weight"].shape

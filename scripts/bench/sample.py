@@ -188,8 +188,9 @@ def weight_bytes_per_step(model: AutoregressiveModel, images: int, seed: int) ->
     return counted[0] / row
 
 
-def bandwidth(args: argparse.Namespace, threads: int) -> tuple[float, str]:
-    """Bytes/s a large buffer is read at with ``threads`` threads, and where the number comes from."""
+def bandwidth(args: argparse.Namespace, threads: int, device: torch.device) -> tuple[float, str]:
+    """Bytes/s a large buffer on ``device`` is read at (with ``threads`` CPU threads), and where the number
+    comes from."""
     if args.peak:
         import json
 
@@ -197,13 +198,15 @@ def bandwidth(args: argparse.Namespace, threads: int) -> tuple[float, str]:
 
         results = json.loads(args.peak.read_text())["results"]
         return peak(results, "read (large buffer)", threads), str(args.peak)
-    big = torch.ones((16 if args.quick else 512) * 2**18)
+    big = torch.ones((16 if args.quick else 512) * 2**18, device=device)
     with cpu_threads_set(threads):
         big.sum()
         best = math.inf
         for _ in range(3):
+            synchronize(device)
             start = time.perf_counter()
             big.sum()
+            synchronize(device)
             best = min(best, time.perf_counter() - start)
     return big.numel() * 4 / best, "measured here (read of a large buffer)"
 
@@ -218,8 +221,7 @@ def make_variants(args: argparse.Namespace, device: torch.device) -> list[Varian
         cond = None
         for precision in case.precisions:
             model = cast(base, precision, device)
-            settings = thread_settings(args.threads)
-            for threads in settings:
+            for threads in args.threads:
                 t = decoding_threads(model, images) if threads == "auto" else threads
                 v = Variant(name, precision, "cached", t, threads == "auto", model, images, total, total)
                 v.setup = partial(Sampling, model, images, seed=args.seed, cond=cond, cpu_threads=t)
@@ -266,6 +268,7 @@ def advance(v: Variant, steps: int, device: torch.device) -> None:
 
 def run(args: argparse.Namespace) -> Report:
     device = torch.device(args.device)
+    args.threads = thread_settings(args.threads)
     if args.quick:
         args.slices = min(args.slices, 4)
     variants = make_variants(args, device)
@@ -312,7 +315,7 @@ def report(args: argparse.Namespace, variants: list[Variant]) -> Report:
             cells = [text, f"{per_step * 1e3:.2f}", "", "", ""]
             if v.decoder == "cached":
                 if threads not in bw_cache:
-                    bw_cache[threads] = bandwidth(args, threads)
+                    bw_cache[threads] = bandwidth(args, threads, torch.device(args.device))
                 bw, source = bw_cache[threads]
                 floor = v.weight_bytes / bw
                 row.update(weight_bytes_per_step=v.weight_bytes, bandwidth=bw, bandwidth_source=source,
