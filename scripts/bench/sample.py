@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import math
+import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -137,8 +138,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="CPU thread settings to run each cached variant at: auto (the sampler's choice) "
                         "and/or numbers (default: auto)")
     p.add_argument("--reference-steps", type=int, default=0,
-                   help="steps of each reference decoder to time, extrapolated to the image (default: the "
-                        "whole image for models of at most 1,000 steps of 4 images, else 3)")
+                   help="steps of each reference decoder to time, extrapolated to the image (default: 16 "
+                        "for images of at most 1,000 sub-pixels, else 3; --quick: the whole image)")
     p.add_argument("--slices", type=int, default=16, help="slices each run is cut into for the round-robin")
     p.add_argument("--peak", type=Path, help="a `benchmark.py peak` JSON for the memory bandwidth")
     p.add_argument("--seed", type=int, default=0)
@@ -231,7 +232,7 @@ def make_variants(args: argparse.Namespace, device: torch.device) -> list[Varian
                                             1, total))
         if case.reference:
             model = cast(base, "fp32", device)
-            steps = args.reference_steps or (total if total * case.images <= 4000 else 3)
+            steps = args.reference_steps or (total if args.quick else 16 if total <= 1000 else 3)
             steps = min(steps, total)
             v = Variant(name, "fp32", "reference", 1, False, model, images, steps, total)
             v.setup = partial(Sampling, model, images, seed=args.seed, cond=cond, decoder="reference",
@@ -283,6 +284,8 @@ def run(args: argparse.Namespace) -> Report:
                 advance(v, 1, device)
             elif not v.finished:
                 advance(v, math.ceil(v.steps / args.slices), device)
+        timed = sum(v.seconds + sum(v.forward_times) for v in variants)
+        print(f"slice {k + 1} of {args.slices}: {timed:.0f} s timed so far", file=sys.stderr, flush=True)
     for v in variants:
         if v.decoder != "forward" and not v.finished:
             advance(v, v.steps - v.done, device)
