@@ -20,8 +20,11 @@ from .models import AutoregressiveModel
 from .models.head import sample as sample_categorical
 from .models.layout import to_image, to_sequence
 
-#: Multiply-adds per matrix product of a decoding step from which splitting it across threads pays.
-THREADED_PRODUCT = 2**20
+#: Multiply-adds per matrix product of a decoding step from which splitting it across threads pays. The
+#: CIFAR-10 transformer's 4-image step (2.5 M) gained 4% from a second thread on an idle 2-core CPU and
+#: ran 33x slower with it while other processes held the cores (docs/benchmarks.md, "Sampling"); a
+#: 1,000-image step of the default model (10 M) is where threads are worth that risk.
+THREADED_PRODUCT = 2**23
 
 
 @torch.inference_mode()

@@ -8,7 +8,7 @@ import torch
 from imagegen.models import available_models, build_model
 from imagegen.models.head import sample as sample_categorical
 from imagegen.models.layout import to_sequence
-from imagegen.sampling import sample
+from imagegen.sampling import decoding_threads, sample
 from tests.decoding import divergence, teacher_forced_log_probs
 from tests.test_precision import BOUNDS
 
@@ -127,3 +127,15 @@ def test_bf16_cached_decoder_runs_every_model(name):
     assert half.decoder(2, None, cond).next_logits().dtype == torch.bfloat16
     x = sample(half, 2, seed=0, cond=cond)
     assert x.dtype == torch.uint8 and x.shape == (2, 3, 4, 4) and int(x.max()) < 8
+
+
+def test_decoding_threads_one_for_small_steps_torchs_for_large_batches():
+    """A step of small products decodes on one thread (threads only slow tiny ops down, badly so on a
+    busy machine); a large batch leaves torch's thread setting (None)."""
+    model = build_model("gated_pixelcnn", channels=1, image_size=8, hidden=48, num_layers=10)
+    assert decoding_threads(model, 16) == 1
+    assert decoding_threads(model, 1000) is None
+    with torch.device("meta"):  # the CIFAR-10 transformer (configs/cifar10_transformer_1d.yaml), no memory
+        big = build_model("transformer_1d", channels=3, image_size=32, hidden=512, num_layers=12, num_heads=4,
+                          ffn_hidden=2048, block_length=256, memory_length=256)
+    assert decoding_threads(big, 4) == 1
