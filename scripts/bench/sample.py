@@ -46,6 +46,7 @@ from .common import Report, synchronize
 HELP = "latency and throughput of the decoders (cached vs reference, fp32/bf16, per family)"
 ROOT = Path(__file__).resolve().parents[2]
 PRECISIONS = {"fp32": torch.float32, "bf16": torch.bfloat16}
+FORWARD_RUNS = 3  # timed forward passes of a throughput case (their median is reported)
 
 
 @dataclass
@@ -276,9 +277,11 @@ def run(args: argparse.Namespace) -> Report:
     for v in variants:
         if v.decoder == "cached":
             v.weight_bytes = weight_bytes_per_step(v.model, v.images, args.seed)
-    # Round-robin: every run advances by 1/slices of its steps in turn, the first variant rotating.
+    # Round-robin: every run advances by 1/slices of its steps in turn, the first variant rotating; a
+    # forward pass runs FORWARD_RUNS times, spread over the slices.
+    forward_slices = {round(i * args.slices / FORWARD_RUNS) for i in range(FORWARD_RUNS)}
     for k in range(args.slices):
-        live = [v for v in variants if not v.finished or (v.decoder == "forward" and v.done < args.slices)]
+        live = [v for v in variants if not v.finished or (v.decoder == "forward" and k in forward_slices)]
         for v in live[k % max(len(live), 1):] + live[: k % max(len(live), 1)]:
             if v.decoder == "forward":
                 advance(v, 1, device)
