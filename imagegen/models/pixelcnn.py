@@ -222,7 +222,10 @@ class UpscalingGatedPixelCNN(GatedPixelCNN):
     def __init__(self, channels: int, image_size: int | tuple[int, int], levels: int = 256,
                  num_classes: int | None = None, upscale_factor: int = 4, cond_features: int = 32,
                  cond_layers: int = 3, **gated):
-        super().__init__(channels, image_size, levels, num_classes, **gated)
+        if num_classes:
+            raise ValueError("gated_pixelcnn_sr conditions on a low-resolution image, not on class labels: "
+                             "leave num_classes unset")
+        super().__init__(channels, image_size, levels, None, **gated)
         check_ints(1, upscale_factor=upscale_factor, cond_features=cond_features, cond_layers=cond_layers)
         H, W = self.image_size
         if H % upscale_factor or W % upscale_factor:
