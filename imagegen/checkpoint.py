@@ -226,8 +226,9 @@ def publish(model: AutoregressiveModel, link: str | os.PathLike, **metadata) -> 
         os.replace(pointer, link)
         durable.fsync(link.parent)
     except OSError as e:
-        durable.remove(pointer)
         raise durable.write_error(link, e) from None
+    finally:  # gone once renamed; removed on an error or a Ctrl-C before that
+        durable.remove(pointer)
     keep = {version.name, previous}
     for old in link.parent.glob(f".{link.name}.v-*"):
         if old.name not in keep:
