@@ -27,7 +27,7 @@ from .config import Range, check_value
 from .errors import ConfigError, ImagegenError
 from .models import AutoregressiveModel, build_model
 
-DEFAULT = "mnist_gated_pixelcnn"
+DEFAULT = "mnist_transformer_1d"
 DEFAULT_UPSCALER = "mnist_sr_gated_pixelcnn"
 _PACKAGE_DIR = Path(__file__).resolve().parent
 
