@@ -27,7 +27,7 @@ from .config import Range, check_value
 from .errors import ConfigError, ImagegenError
 from .models import AutoregressiveModel, build_model
 
-DEFAULT = "mnist_gated_pixelcnn"
+DEFAULT = "mnist_transformer_1d"
 DEFAULT_UPSCALER = "mnist_sr_gated_pixelcnn"
 _PACKAGE_DIR = Path(__file__).resolve().parent
 
@@ -226,8 +226,9 @@ def publish(model: AutoregressiveModel, link: str | os.PathLike, **metadata) -> 
         os.replace(pointer, link)
         durable.fsync(link.parent)
     except OSError as e:
-        durable.remove(pointer)
         raise durable.write_error(link, e) from None
+    finally:  # gone once renamed; removed on an error or a Ctrl-C before that
+        durable.remove(pointer)
     keep = {version.name, previous}
     for old in link.parent.glob(f".{link.name}.v-*"):
         if old.name not in keep:

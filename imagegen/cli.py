@@ -318,7 +318,8 @@ def explain_receptive_field(pixel, images, checkpoint, num, seed, label, resize,
 @click.option("--output-dir", type=click.Path(file_okay=False, path_type=Path),
               help="Run directory (default: runs/<config name>).")
 @click.option("--resume", is_flag=True, help="Continue the run in --output-dir from its last checkpoint.")
-@click.option("--max-steps", type=click.IntRange(min=1), help="Train to this many optimiser steps.")
+@click.option("--max-steps", type=click.IntRange(min=1),
+              help="Train to this many optimiser steps (with train.segments: the last segment's length).")
 @click.option("--data", "data_path", help="Dataset file or folder (overrides data.path; without either: "
               "$IMAGEGEN_DATA/<dataset>, by default ~/.cache/imagegen/<dataset>).")
 @click.option("--download", is_flag=True, help="Download the dataset if it is missing (MNIST, CIFAR-10).")
@@ -330,13 +331,13 @@ def train(config, overrides, output_dir, resume, max_steps, data_path, download)
     from .outputs import check_output_dir
 
     overrides = list(overrides)
-    if max_steps:
-        overrides.append(f"train.max_steps={max_steps}")
     if data_path:  # a path, not YAML: a folder named 2024, null or true stays a string
         overrides.append(f"data.path={json.dumps(data_path)}")
     if download:
         overrides.append("data.download=true")
     cfg = load_config(config, overrides)
+    if max_steps:
+        cfg.train = cfg.train.with_last_step(max_steps)
     run_dir = output_dir or Path("runs") / config.stem
     check_output_dir(run_dir, "--output-dir")
 

@@ -85,10 +85,13 @@ class Validated:
     ``[0.9, 0.99]`` a list). A bad value raises ``ConfigError`` naming ``<SECTION>.<field>``."""
 
     SECTION: ClassVar[str]
+    CHECKED_APART: ClassVar[frozenset[str]] = frozenset()  # fields the section checks itself
 
     def __post_init__(self) -> None:
         hints = typing.get_type_hints(type(self), include_extras=True)
         for f in dataclasses.fields(self):
+            if f.name in self.CHECKED_APART:
+                continue
             key = f"{self.SECTION}.{f.name}"
             setattr(self, f.name, check_value(getattr(self, f.name), hints[f.name], key))
 
@@ -141,6 +144,73 @@ class TrainConfig(Validated):
     keep_checkpoints: PositiveInt = 2
     keep_best: bool = True  # also export the eval weights of the best eval so far as RUN/best
     patience: PositiveInt | None = None  # stop after this many evals without a new best (None: never)
+    # Warm restarts a fresh run replays: [{step: N, max_steps: M, lr: ...}], each in force from step N
+    # (what `--resume --max-steps M` at step N did to the run that is being reproduced).
+    segments: tuple[dict[str, Any], ...] = ()
+
+    SEGMENT_KEYS: ClassVar[frozenset[str]] = frozenset(
+        {"max_steps", "lr", "warmup_steps", "schedule", "min_lr_ratio"})
+
+    CHECKED_APART: ClassVar[frozenset[str]] = frozenset({"segments"})
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        self.segments = _check_segments(self.segments, self.max_steps)
+
+    def at_step(self, step: float) -> TrainConfig:
+        """The settings in force at optimiser step ``step``: these with the changes of every segment
+        that starts at or before it."""
+        changes = {k: v for seg in self.segments if seg["step"] <= step
+                   for k, v in seg.items() if k != "step"}
+        return dataclasses.replace(self, **changes, segments=()) if changes else self
+
+    @property
+    def last_step(self) -> int:
+        """The step the run ends at: ``max_steps`` as the last segment sets it."""
+        return self.at_step(math.inf).max_steps
+
+    def with_last_step(self, max_steps: int) -> TrainConfig:
+        """These settings ending at ``max_steps`` instead (``--max-steps``): the last segment that sets a
+        length gets the new one, or ``max_steps`` itself if none does."""
+        for i in reversed(range(len(self.segments))):
+            if "max_steps" in self.segments[i]:
+                segments = list(self.segments)
+                segments[i] = {**segments[i], "max_steps": max_steps}
+                return dataclasses.replace(self, segments=tuple(segments))
+        return dataclasses.replace(self, max_steps=max_steps)
+
+
+def _check_segments(segments: Any, max_steps: int) -> tuple[dict[str, Any], ...]:
+    """``train.segments`` checked against a run of ``max_steps``: a list of mappings, each a ``step``
+    (ascending, at most the end of the run in force) and settings of ``TrainConfig.SEGMENT_KEYS``."""
+    if not isinstance(segments, list | tuple):
+        raise ConfigError("train.segments must be a list of {step: N, max_steps: M, ...}, got "
+                          f"{short(segments)}")
+    hints = typing.get_type_hints(TrainConfig, include_extras=True)
+    checked: list[dict[str, Any]] = []
+    for i, seg in enumerate(segments):
+        key = f"train.segments[{i}]"
+        if not isinstance(seg, dict) or "step" not in seg:
+            raise ConfigError(f"{key} must be a mapping with a step and the settings in force from it, "
+                              f"got {short(seg)}")
+        unknown = sorted(set(map(str, seg)) - TrainConfig.SEGMENT_KEYS - {"step"})
+        if unknown:
+            raise ConfigError(f"{key} must be a step and settings among "
+                              f"{', '.join(sorted(TrainConfig.SEGMENT_KEYS))}, got {unknown[0][:80]}")
+        step = check_value(seg["step"], PositiveInt, f"{key}.step")
+        if checked and step <= checked[-1]["step"]:
+            raise ConfigError(f"{key}.step must be after the previous segment's ({checked[-1]['step']}), "
+                              f"got {step}")
+        if step > max_steps:
+            raise ConfigError(f"{key}.step must be at most the end of the run in force (max_steps "
+                              f"{max_steps}), got {step}")
+        checked.append({"step": step, **{k: check_value(v, hints[k], f"{key}.{k}")
+                                         for k, v in seg.items() if k != "step"}})
+        if checked[-1].get("max_steps", math.inf) <= step:
+            raise ConfigError(f"{key}.max_steps must be above its step {step}, got "
+                              f"{checked[-1]['max_steps']}")
+        max_steps = checked[-1].get("max_steps", max_steps)
+    return tuple(checked)
 
 
 @dataclass
@@ -152,6 +222,7 @@ class Config:
     def to_dict(self) -> dict[str, Any]:
         d = dataclasses.asdict(self)
         d["train"]["betas"] = list(self.train.betas)
+        d["train"]["segments"] = [dict(seg) for seg in self.train.segments]
         return d
 
 

@@ -140,13 +140,13 @@ def atomic_directory(directory: str | os.PathLike) -> Iterator[Path]:
     error or Ctrl-C in that moment puts the old one back). On error the new folder is removed; write
     errors become one-line ``WriteError``s."""
     directory = Path(directory)
-    try:
-        directory.parent.mkdir(parents=True, exist_ok=True)
-        tmp = temp_sibling(directory)
-        tmp.mkdir()
-    except OSError as e:
-        raise write_error(directory, e) from None
-    try:
+    tmp = temp_sibling(directory)
+    try:  # the folder is made inside the try: a Ctrl-C right after mkdir still removes it
+        try:
+            directory.parent.mkdir(parents=True, exist_ok=True)
+            tmp.mkdir()
+        except OSError as e:
+            raise write_error(directory, e) from None
         try:
             yield tmp
             for f in tmp.iterdir():

@@ -36,7 +36,7 @@ RESUMABLE = frozenset({
     "train.max_steps", "train.lr", "train.warmup_steps", "train.schedule", "train.min_lr_ratio",
     "train.grad_clip", "train.log_every", "train.eval_every", "train.eval_images", "train.eval_batch_size",
     "train.sample_every", "train.num_samples", "train.checkpoint_every", "train.keep_checkpoints",
-    "train.keep_best", "train.patience",
+    "train.keep_best", "train.patience", "train.segments",
     "train.mixed_precision", "train.channels_last", "data.path", "data.download",
 })
 _SAMPLE = re.compile(r"step_(\d+)\.png")

@@ -104,8 +104,9 @@ def check_fits(model: AutoregressiveModel, data: ImageData, binarize: str | None
 
 
 def lr_factor(step: int, config: Config) -> float:
-    """Learning-rate multiplier at optimiser step ``step``: linear warmup, then the schedule."""
-    t = config.train
+    """Learning-rate multiplier at optimiser step ``step``: linear warmup, then the schedule (the
+    settings in force at ``step``: ``train.segments``)."""
+    t = config.train.at_step(step)
     warm = max(1, t.warmup_steps)
     if step < warm:
         return (step + 1) / warm
@@ -262,7 +263,7 @@ class Trainer:
         step = state.step if state is not None else 0
         saved = rundir.config_at(original, segments, step)
         changes = rundir.changes(saved, rundir.flat(self.config), self.run_dir)
-        if step and step >= self.config.train.max_steps:
+        if step and step >= self.config.train.last_step:
             exported = self._exported_step()
             if exported == step:
                 raise ImagegenError(f"the run in {self.run_dir} is at step {step} already: pass a "
@@ -271,7 +272,7 @@ class Trainer:
             self._note(f"{self.run_dir} has no checkpoint yet: training from step 0")
         else:
             self._restore(state)
-        if step and step >= self.config.train.max_steps:
+        if step and step >= self.config.train.last_step:
             self._note(f"the run ended at step {step} but its export was cut short ({self.run_dir / 'model'} "
                        f"is {'missing' if exported is None else f'of step {exported}'}): exporting it again")
         return _Plan(step, unusable, changes)
@@ -531,7 +532,7 @@ class Trainer:
     def lr(self, step: int) -> float:
         """The learning rate of optimiser step ``step``: a function of the step and the config alone,
         so a resume (even with a changed lr or max_steps) needs no scheduler state."""
-        return self.config.train.lr * lr_factor(step, self.config)
+        return self.config.train.at_step(step).lr * lr_factor(step, self.config)
 
     def train_step(self) -> float:
         """One optimiser step over ``grad_accum`` micro-batches; returns the mean loss (nats)."""
@@ -615,11 +616,12 @@ class Trainer:
                        " early; resume with a larger train.patience to train on")
             return self.last_eval
         self.model.train()
-        bar = tqdm(total=t.max_steps, initial=self.step, disable=not self.show_progress, dynamic_ncols=True,
+        end = t.last_step
+        bar = tqdm(total=end, initial=self.step, disable=not self.show_progress, dynamic_ncols=True,
                    desc="train")
         images_per_step = t.batch_size * t.grad_accum * acc.num_processes
         window_start = time.perf_counter()
-        while self.step < t.max_steps:
+        while self.step < end:
             loss = self.train_step()
             if not math.isfinite(loss):  # stop before the broken weights reach a checkpoint or the model
                 raise NonFiniteError(f"the training loss is {loss} at step {self.step}: the run diverged; "
@@ -627,9 +629,10 @@ class Trainer:
             self.window["loss"] += loss
             self.window["steps"] += 1
             bar.update(1)
-            if self.step % t.log_every == 0 or self.step == t.max_steps:
+            if self.step % t.log_every == 0 or self.step == end:
                 loss = self.window["loss"] / self.window["steps"]
-                rec = {"step": self.step, "loss": loss, "bpd": loss / math.log(2), "lr": self.lr(self.step),
+                rec = {"step": self.step, "loss": loss, "bpd": loss / math.log(2),
+                       "lr": self.lr(self.step - 1),  # of the step just taken
                        "images": self.step * images_per_step, "cpu_hours": self.cpu_seconds() / 3600,
                        "images_per_s": images_per_step * self.window["steps"] /
                        (time.perf_counter() - window_start)}
@@ -637,7 +640,7 @@ class Trainer:
                 bar.set_postfix(loss=f"{loss:.4f}", bpd=f"{rec['bpd']:.4f}",
                                 img_s=f"{rec['images_per_s']:.0f}")
                 self.window, window_start = {"loss": 0.0, "steps": 0}, time.perf_counter()
-            done = self.step == t.max_steps
+            done = self.step == end
             if self.step % t.eval_every == 0 or done:
                 hours = self.cpu_seconds() / 3600  # the training's, not the eval's
                 self.last_eval = {"step": self.step, "eval_bpd": self.evaluate()}

@@ -336,9 +336,15 @@ def mkfifo(name: str) -> Callable[[Path], None]:
 
 
 def popen(cmd: list[str], d: Path, env: dict, fsize: int | None = None) -> subprocess.Popen:
-    limit = (lambda: resource.setrlimit(resource.RLIMIT_FSIZE, (fsize, fsize))) if fsize else None
+    def child() -> None:
+        # A battery started in the background (nohup, `&`) inherits SIGINT ignored, and Python then never
+        # raises KeyboardInterrupt: give the command the Ctrl-C a terminal would.
+        signal.signal(signal.SIGINT, signal.SIG_DFL)
+        if fsize:
+            resource.setrlimit(resource.RLIMIT_FSIZE, (fsize, fsize))
+
     return subprocess.Popen(cmd, cwd=d, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            preexec_fn=limit)
+                            preexec_fn=child)
 
 
 def temp_files(d: Path) -> list[Path]:

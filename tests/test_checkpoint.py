@@ -4,11 +4,12 @@ respects the umask; publishing swaps versions under a link so that a reader alwa
 import json
 import os
 import threading
+from pathlib import Path
 
 import pytest
 import torch
 
-from imagegen import checkpoint
+from imagegen import checkpoint, durable
 from imagegen.errors import ImagegenError
 from imagegen.models import build_model
 from tests.hazards import Payload, disk_full_after, snapshot, write_payload
@@ -199,3 +200,20 @@ def test_a_folder_put_back_when_its_replacement_is_interrupted(tmp_path, monkeyp
         checkpoint.save(_model(hidden=8), tmp_path / "c", step=2)
     monkeypatch.undo()
     assert snapshot(tmp_path / "c") == before and [p.name for p in tmp_path.iterdir()] == ["c"]
+
+
+def test_a_ctrl_c_just_after_the_temporary_folder_is_made_leaves_nothing(tmp_path, monkeypatch):
+    """The moment a signal watcher sees a save's temporary folder appear is the moment after mkdir."""
+    made = Path.mkdir
+
+    def mkdir_then_ctrl_c(self, *args, **kwargs):
+        made(self, *args, **kwargs)
+        if durable.TEMP_MARK in self.name:
+            raise KeyboardInterrupt
+
+    model = build_model("gated_pixelcnn", channels=1, image_size=4, hidden=4, num_layers=1, out_hidden=4)
+    monkeypatch.setattr(Path, "mkdir", mkdir_then_ctrl_c)
+    for write in (checkpoint.save, checkpoint.publish):
+        with pytest.raises(KeyboardInterrupt):
+            write(model, tmp_path / "model")
+        assert list(tmp_path.iterdir()) == [], write.__name__

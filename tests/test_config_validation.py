@@ -46,6 +46,13 @@ def load(*overrides: str):
     ("data.download=1", "data.download", "true or false"),
     ("model.name=pixelgan", "model.name", "one of"),
     ("train.num_samples=1000000000", "train.num_samples", "<= 10000"),  # sampled after training began
+    ("train.segments=5", "train.segments", "a list of"),  # replayed warm restarts
+    ("train.segments=[{max_steps: 9}]", "train.segments[0]", "with a step"),
+    ("train.segments=[{step: 5, seed: 1}]", "train.segments[0]", "settings among lr"),
+    ("train.segments=[{step: 5, lr: -1}]", "train.segments[0].lr", "> 0"),
+    ("train.segments=[{step: 20000, max_steps: 30000}]", "train.segments[0].step", "at most the end"),
+    ("train.segments=[{step: 5, max_steps: 5}]", "train.segments[0].max_steps", "above its step"),
+    ("train.segments=[{step: 5}, {step: 5}]", "train.segments[1].step", "after the previous"),
 ])
 def test_bad_values_are_one_line_naming_the_key(override, key, says):
     with pytest.raises(ConfigError) as e:

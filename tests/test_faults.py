@@ -49,7 +49,11 @@ def test_killed_at_random_moments_then_resumed_ends_bit_identical(tmp_path):
     config = _config(tmp_path, data)
     run, reference = tmp_path / "run", tmp_path / "reference"
     result, log = _worker("kill", config, run, reference, 7, 6)
-    assert result["reference"] == "exit 0" and result["final"] == "exit 0", (result, log[-3000:])
+    # A kill after a random time may land after the end (on a loaded machine); the last start then finds
+    # the run finished and says so (exit 2).
+    finished = result["attempts"][-1][1] == "exit 0"
+    assert result["reference"] == "exit 0" and result["final"] == ("exit 2" if finished else "exit 0"), \
+        (result, log[-3000:])
     # The kills at durable steps each cut their run short (the time ones may land after the end).
     assert [a[1] for a in result["attempts"] if "step" in a[0]] == ["signal 9"] * 4, result
     assert sum("checkpoints" in k for k in result["killed_at"]) >= 2, result

@@ -149,6 +149,35 @@ def test_changed_length_and_lr_are_recorded_as_a_segment(data, finished, tmp_pat
     assert trainer.optimizer.param_groups[0]["lr"] == 1e-3 * lr_factor(7, trainer.config)  # the new lr
 
 
+def test_a_fresh_run_of_its_segments_replays_a_resumed_run(data, finished, tmp_path):
+    """train.segments is the recipe of a run resumed with a new length: a fresh run of it gives the same
+    logs and weights as the run that was stopped and resumed (``finished``: 3 steps, then to 6)."""
+    replay = tmp_path / "replay"
+    trainer = Trainer(tiny_config(data, max_steps=3, sample_every=3, segments=[{"step": 3, "max_steps": 6}]),
+                      replay, show_progress=False)
+    assert trainer.config.train.last_step == 6
+    trainer.fit()
+    assert metrics_without_timings((replay / "metrics.jsonl").read_text()) == \
+        metrics_without_timings((finished / "metrics.jsonl").read_text())
+    assert load_file(replay / "model" / "model.safetensors").keys() == \
+        load_file(finished / "model" / "model.safetensors").keys()
+    for name, w in load_file(replay / "model" / "model.safetensors").items():
+        assert torch.equal(w, load_file(finished / "model" / "model.safetensors")[name]), name
+
+
+def test_max_steps_on_the_command_line_sets_the_last_segment_s_length(data, tmp_path):
+    config = tiny_config(data, max_steps=3, segments=[{"step": 2, "max_steps": 5}]).to_dict()
+    path = tmp_path / "c.yaml"
+    path.write_text(yaml.safe_dump(config))
+    result = CliRunner().invoke(cli.main, ["train", str(path), "--output-dir", str(tmp_path / "run"),
+                                           "--max-steps", "4"])
+    assert result.exit_code == 0, result.output
+    saved = yaml.safe_load((tmp_path / "run" / "config.yaml").read_text())["train"]
+    assert saved["max_steps"] == 3 and saved["segments"] == [{"step": 2, "max_steps": 4}]
+    assert [r["step"] for r in metrics_without_timings((tmp_path / "run" / "metrics.jsonl").read_text())
+            if "loss" in r][-1] == 4
+
+
 def test_resume_reads_the_data_from_a_new_place(data, finished, tmp_path, monkeypatch):
     """data.path may change on resume: to another copy, or to none (the data root, as shipped configs)."""
     run = _copy(finished, tmp_path / "run")
