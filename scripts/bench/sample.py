@@ -4,7 +4,7 @@ Cases (``--cases``, default all):
 
 * ``gated``: gated PixelCNN 10 layers x 128 (random weights), 4 images of 1x28x28: cached fp32 and bf16,
   and the reference decoder (re-runs the whole model for every sub-pixel).
-* ``default``: the default checkpoint (``mnist_gated_pixelcnn``, gated 48 x 10), 16 images.
+* ``default``: the default checkpoint (``imagegen.checkpoint.DEFAULT``), 16 images.
 * ``throughput``: the default checkpoint, 1,000 images, against one forward pass over 1,000 images at the
   same precision and threads (what sampling would cost if it were one pass).
 * ``transformer``: ``configs/cifar10_transformer_1d.yaml`` (12 x 512, blocks of 256), 4 images of 3x32x32.
@@ -113,17 +113,26 @@ def gated(quick: bool) -> AutoregressiveModel:
 
 
 def default_checkpoint(quick: bool) -> AutoregressiveModel:
-    return gated(True) if quick else checkpoint.load("mnist_gated_pixelcnn")
+    """The shipped default checkpoint (fp32, eval); ``quick``: a tiny random model of its family."""
+    model = checkpoint.load(checkpoint.DEFAULT)
+    if not quick:
+        return model
+    torch.manual_seed(0)
+    name = model.config["name"]
+    tiny = TINY_TRANSFORMER if name.startswith("transformer") else TINY
+    return build_model(name, channels=1, image_size=8, **tiny).eval()
 
 
 TINY = dict(hidden=8, num_layers=2, out_hidden=8)
+TINY_TRANSFORMER = dict(hidden=16, num_layers=2, num_heads=2, ffn_hidden=32, block_length=16,
+                        memory_length=16)
 CASES = {
     "gated": Case("gated PixelCNN 10x128, 1x28x28", gated, 4, reference=True),
-    "default": Case("default checkpoint (gated 48x10), 1x28x28", default_checkpoint, 16),
-    "throughput": Case("default checkpoint, 1x28x28", default_checkpoint, 1000, forward=True),
+    "default": Case(f"default checkpoint ({checkpoint.DEFAULT}), 1x28x28", default_checkpoint, 16),
+    "throughput": Case(f"default checkpoint ({checkpoint.DEFAULT}), 1x28x28", default_checkpoint, 1000,
+                       forward=True),
     "transformer": Case("Image Transformer 1D, CIFAR-10 size, 3x32x32",
-                        config_model("cifar10_transformer_1d", hidden=16, num_layers=2, num_heads=2,
-                                     ffn_hidden=32, block_length=16, memory_length=16), 4, reference=True),
+                        config_model("cifar10_transformer_1d", **TINY_TRANSFORMER), 4, reference=True),
     "row_lstm": Case("Row LSTM, CIFAR-10 size, 3x32x32", config_model("cifar10_row_lstm", **TINY), 4,
                      ("fp32",), reference=True),
     "diagonal_bilstm": Case("Diagonal BiLSTM, CIFAR-10 size, 3x32x32",
