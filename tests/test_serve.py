@@ -114,9 +114,17 @@ def test_complete_keeps_rows_like_imagegen_complete(served, tmp_path):
     for k in range(2):
         completion = pixels(fetch(base + last["urls"][str(k)]))
         assert (completion[:3] == 200).all()  # the kept rows are the digit's
+    assert "mask" not in last["pictures"]
     drawn = "1" * 24 + "0" * 40  # the same three rows, drawn as a mask: the same completions
     again = finish(base, call(f"{base}/api/jobs", {**body, "mask": drawn}, client="complete")[1])
     assert np.array_equal(pixels(fetch(base + again["urls"]["grid"])), grid)
+    drawn = "1" * 24 + "0" * 20 + "1" * 20  # with the 2 bottom rows and half of row 5: as `--mask` that file
+    again = finish(base, call(f"{base}/api/jobs", {**body, "mask": drawn}, client="complete")[1])
+    (tmp_path / "mask.png").write_bytes(fetch(base + again["urls"]["mask"]))
+    assert "--mask imagegen-complete-mask.png" in again["command"]
+    cli("complete", "--checkpoint", keys["px"], "--image", digit, "--mask", tmp_path / "mask.png", "--num", 2,
+        "--seed", 4, "--out", tmp_path / "cli.png")
+    assert np.array_equal(pixels(fetch(base + again["urls"]["grid"])), read(tmp_path / "cli.png"))
 
 
 def test_upscale_is_imagegen_upscale(served, tmp_path):

@@ -102,11 +102,14 @@ class Complete:
         row = torch.cat([self.image[None], shown[None], drawn.long().cpu()])
         clamped = completion.clamped(model, self.keep)
         note = f"; {clamped} kept sub-pixels come after generated ones and are held fixed" if clamped else ""
-        what = f"--keep-rows {self.keep_rows}" if self.keep_rows is not None else "--mask MASK.png"
+        pictures = {"grid": grid_png(row, model.levels, nrow=len(row)), **image_pngs(drawn, model.levels)}
+        what = f"--keep-rows {self.keep_rows}"
+        if self.keep_rows is None:  # a drawn mask, as the file --mask reads (white: kept)
+            pictures["mask"] = png(self.keep[:1].to(torch.uint8) * 255)
+            what = "--mask imagegen-complete-mask.png"
         extra = f" --label {self.label}" if self.label is not None else ""
         extra += " --resize" if self.resize else ""
-        return Result({"grid": grid_png(row, model.levels, nrow=len(row)), **image_pngs(drawn, model.levels)},
-                      f"{self.num} completions of {self.filename} by {self.served.title}{note}",
+        return Result(pictures, f"{self.num} completions of {self.filename} by {self.served.title}{note}",
                       f"imagegen complete --checkpoint {self.served.key} --image {self.filename} {what} "
                       f"{_options(self.num, self.temperature, self.seed)}{extra} --out completions.png")
 

@@ -66,6 +66,7 @@ class JobView {
     const started = performance.now();
     return api("/api/jobs", {...body}).then(job => new Promise(resolve => {
       this.job = job;
+      this.el.dataset.jobId = job.id;
       if (this.stopButton) this.stopButton.disabled = false;
       const source = this.source = new EventSource(`/api/jobs/${job.id}/events`);
       const timer = setInterval(() => {
@@ -119,7 +120,7 @@ class JobView {
       const a = document.createElement("a");
       a.href = snap.urls[name];
       a.download = `imagegen-${snap.kind}-${name}.png`;
-      a.textContent = name === "grid" ? "grid.png" : /^\d+$/.test(name) ? `${+name + 1}.png` : `${name}.png`;
+      a.textContent = /^\d+$/.test(name) ? `${+name + 1}.png` : `${name}.png`;
       a.dataset.picture = name;
       return a;
     });
@@ -287,26 +288,36 @@ function setupComplete(section) {
     $("output", slider.parentElement).textContent = slider.value;
     keepRows(+slider.value);
   });
-  let painting = null;
-  const paint = event => {
-    const rect = canvas.getBoundingClientRect(), [, H, W] = shape;
-    const i = Math.floor((event.clientY - rect.top) / rect.height * H);
-    const j = Math.floor((event.clientX - rect.left) / rect.width * W);
+  // A 3x3 brush along the pointer's path (moves can jump several pixels between events).
+  let painting = null, last = null;
+  const brush = (i, j) => {
+    const [, H, W] = shape;
     for (let di = -1; di <= 1; di++) for (let dj = -1; dj <= 1; dj++) {
       const y = i + di, x = j + dj;
       if (y >= 0 && y < H && x >= 0 && x < W) mask[y * W + x] = painting;
     }
+  };
+  const paint = event => {
+    const rect = canvas.getBoundingClientRect(), [, H, W] = shape;
+    const i = Math.floor((event.clientY - rect.top) / rect.height * H);
+    const j = Math.floor((event.clientX - rect.left) / rect.width * W);
+    const from = last || [i, j], steps = Math.max(Math.abs(i - from[0]), Math.abs(j - from[1]), 1);
+    for (let s = 0; s <= steps; s++) {
+      brush(Math.round(from[0] + (i - from[0]) * s / steps), Math.round(from[1] + (j - from[1]) * s / steps));
+    }
+    last = [i, j];
     drawn = true;
     render();
   };
   canvas.addEventListener("contextmenu", event => event.preventDefault());
   canvas.addEventListener("pointerdown", event => {
     painting = event.button === 2 || event.shiftKey ? 0 : 1;
+    last = null;
     canvas.setPointerCapture(event.pointerId);
     paint(event);
   });
   canvas.addEventListener("pointermove", event => { if (painting !== null) paint(event); });
-  canvas.addEventListener("pointerup", () => { painting = null; });
+  canvas.addEventListener("pointerup", () => { painting = last = null; });
   const picker = new Picker(section, img => { image = img; render(); });
   fillCheckpoints(section, c => {
     shape = c.shape;
@@ -373,7 +384,7 @@ function setupExplain(section) {
     const fields = {...formFields(section, ["checkpoint", "label"]), ...picker.fields(), what, ...extra};
     const snap = await section.view.run(fields, {showCanvas: false});
     if (snap.state !== "done") return;
-    const fig = figure(what, `${caption}: ${snap.summary}`);
+    const fig = figure(what, what === "nll" ? `${caption}: ${snap.summary}` : caption);
     $("img", fig).src = snap.urls[what];
     Object.assign($("a", fig), {href: snap.urls[what], download: `imagegen-explain-${what}.png`});
     section.view.set("done", "Done.");
@@ -383,7 +394,7 @@ function setupExplain(section) {
     const c = model($("select[name=checkpoint]", section).value);
     const at = {...clicked, channel: c.shape[0] > 1 ? $("select[name=channel]", section).value : 0};
     explain("receptive-field", `Receptive field of row ${at.row}, column ${at.col}`, at);
-    if (c.attention) explain("attention", `Attention of row ${at.row}, column ${at.col}`, at);
+    if (c.attention) explain("attention", `Attention of row ${at.row}, column ${at.col} (mean of the heads)`, at);
     else $(`figure[data-what="attention"]`, figures)?.remove();
   };
   canvas.addEventListener("click", event => {
