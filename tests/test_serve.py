@@ -282,6 +282,28 @@ def test_the_server_survives_a_page_closing_mid_generation(served):
     assert after["state"] == "done"
 
 
+def test_a_waiting_job_whose_page_closes_leaves_the_queue_at_once(served):
+    base, keys, _, _ = served
+    running = slow_job(base, keys, "first")
+    waiting = slow_job(base, keys, "second")
+    assert waiting["state"] == "queued"
+    host, port = base.removeprefix("http://").split(":")
+    with socket.create_connection((host, int(port)), timeout=30) as sock:
+        sock.sendall(f"GET /api/jobs/{waiting['id']}/events HTTP/1.1\r\nHost: {host}\r\n\r\n".encode())
+        received = b""
+        while b'"state": "queued"' not in received:
+            received += sock.recv(65536)
+    deadline = time.monotonic() + 10
+    while call(f"{base}/api/jobs/{waiting['id']}")[1]["state"] == "queued":
+        assert time.monotonic() < deadline, "the job of a closed page still waits"
+        time.sleep(0.05)
+    assert call(f"{base}/api/jobs/{running['id']}")[1]["state"] == "running"
+    again = slow_job(base, keys, "second")  # its client may ask again, while the first job still runs
+    for job, client in ((again, "second"), (running, "first")):
+        call(f"{base}/api/jobs/{job['id']}/stop", {}, client=client)
+    assert finish(base, again)["state"] == "stopped" and finish(base, running)["state"] == "stopped"
+
+
 def test_nothing_is_written_outside_a_temporary_directory(tmp_path, monkeypatch):
     (tmp_path / "cwd").mkdir()
     (tmp_path / "tmp").mkdir()

@@ -210,7 +210,8 @@ class Server:
 
     async def events(self, request: Request) -> Response:
         job = self.queue.get(request.path_params["id"])
-        return StreamingResponse(job_events(job, f"/api/jobs/{job.id}"), media_type="text/event-stream",
+        stream = job_events(job, f"/api/jobs/{job.id}", abandon=lambda: self.queue.stop(job.id))
+        return StreamingResponse(stream, media_type="text/event-stream",
                                  headers={"Cache-Control": "no-store"})
 
     async def stop(self, request: Request) -> Response:

@@ -88,17 +88,10 @@ class Job:
         self.frame = frame
         self._changed()
 
-    def stop(self, reason: str = "stopped") -> None:
+    def stop(self) -> None:
         """Ask the work to stop at its next ``step`` (a queued job never starts)."""
-        with self._lock:
-            if not self.finished and not self._stop.is_set():
-                self._stop.set()
-                self.error = reason
+        self._stop.set()
         self._changed()
-
-    @property
-    def stopping(self) -> bool:
-        return self._stop.is_set()
 
     def run(self) -> None:
         """Do the work on this thread; whatever it raises ends in the job's state, never escapes."""
@@ -136,14 +129,12 @@ class Job:
             self._watchers.add(w)
         return w
 
-    def unwatch(self, w: Watcher) -> None:
-        """Forget ``w``. A job whose last watcher left (the page was closed or reloaded) is stopped:
-        nobody would see it."""
+    def unwatch(self, w: Watcher) -> bool:
+        """Forget ``w``; True when that leaves an unfinished job that nobody watches (its page was
+        closed or reloaded), which is then better stopped."""
         with self._lock:
             self._watchers.discard(w)
-            abandoned = not self._watchers
-        if abandoned and not self.finished:
-            self.stop("the page that asked for it went away")
+            return not self._watchers and not self.finished
 
     def snapshot(self) -> dict:
         """The job as JSON for the page (the frame and pictures are fetched apart)."""
@@ -254,7 +245,7 @@ class JobQueue:
             jobs = list(self._jobs.values())
             self._cond.notify_all()
         for job in jobs:
-            job.stop("the server is shutting down")
+            job.stop()
         for job in list(self._pending):
             job.run()
         for t in self._threads:

@@ -7,7 +7,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 
 from .jobs import FINAL, Job
 from .pictures import data_url
@@ -18,9 +18,11 @@ def event(data: dict) -> str:
     return f"data: {json.dumps(data)}\n\n"
 
 
-async def job_events(job: Job, pictures_url: str, keepalive: float = 1.0) -> AsyncIterator[str]:
+async def job_events(job: Job, pictures_url: str, abandon: Callable[[], object], keepalive: float = 1.0
+                     ) -> AsyncIterator[str]:
     """The events of ``job``: its ``snapshot()`` plus ``frame`` (a data URL of the canvas, when it
-    changed) and ``urls`` of its pictures (``pictures_url/<name>.png``) once done."""
+    changed) and ``urls`` of its pictures (``pictures_url/<name>.png``) once done. When the stream
+    ends with the job unfinished and watched by no other stream, ``abandon()`` is called."""
     watcher = job.watch()
     try:
         seen, frame = -1, None
@@ -41,4 +43,5 @@ async def job_events(job: Job, pictures_url: str, keepalive: float = 1.0) -> Asy
                 continue
             yield ": still here\n\n"
     finally:
-        job.unwatch(watcher)
+        if job.unwatch(watcher):
+            abandon()
