@@ -1,11 +1,13 @@
 """The ``imagegen`` command: thin wrappers that parse, call the library and print.
 
 Every failure prints one ``error:`` line and exits non-zero (``imagegen.reporting``: 2 for bad
-input, 1 otherwise, 130 when interrupted); outputs are checked before any work is done.
+input, 1 otherwise, 130 when interrupted, 143 when terminated); outputs are checked before any work
+is done, and never overwrite an input.
 """
 
 from __future__ import annotations
 
+import json
 import math
 import time
 from pathlib import Path
@@ -25,7 +27,7 @@ def main(debug):
     """Autoregressive image models: train, sample, complete, upscale, evaluate bits/dim.
 
     Mistakes print one `error:` line: exit code 2 for bad input, 1 for other failures, 130 when
-    interrupted.
+    interrupted (Ctrl-C), 143 when terminated (SIGTERM).
     """
 
 
@@ -78,14 +80,28 @@ def _animated(fn):
     return fn
 
 
-def _check_animate(animate: Path | None, out: Path) -> None:
-    """Check the ``--animate`` file before any work: an animation format, writable, not ``--out``."""
+def _check_animate(animate: Path | None, out: Path, inputs: list[Path] = (), files: list[list[Path]] = ()
+                   ) -> None:
+    """Check the ``--animate`` file before any work: an animation format, writable, a name the file system
+    takes, not ``--out``, an input or one of the ``--out-dir`` ``files``."""
     from .explain.animate import check_animation_file
+    from .outputs import check_name
 
     if animate is not None:
+        check_name(animate, "--animate")
         check_animation_file(animate, "--animate")
         if animate.resolve() == out.resolve():
             raise ImagegenError(f"--animate {animate} is also --out: give the animation another name")
+        _not_an_input(animate, "--animate", inputs)
+        if any(animate.resolve() == f.resolve() for row in files for f in row):
+            raise ImagegenError(f"--animate {animate} is also the name of a sample in --out-dir: give the "
+                                "animation another name")
+
+
+def _not_an_input(out: Path, option: str, inputs: list[Path]) -> None:
+    """``ImagegenError`` if writing ``out`` would replace one of the ``inputs``."""
+    if any(out.resolve() == p.resolve() for p in inputs if p is not None):
+        raise ImagegenError(f"{option} {out} is one of the input images: choose another {option}")
 
 
 def _film(animate: Path | None, model, rows: int, cols: int, nrow: int | None = None):
@@ -146,12 +162,14 @@ def _pixel_in(model, pixel) -> None:
         raise ImagegenError(f"--pixel: {e}") from None
 
 
-def _start_picture(out: Path) -> None:
-    """Check ``--out`` and that matplotlib is there, before any work."""
+def _start_picture(out: Path, inputs: list[Path]) -> None:
+    """Check ``--out`` (writable, not one of the ``inputs``) and that matplotlib is there, before any
+    work."""
     from .explain import plotting
     from .outputs import check_output_file
 
     check_output_file(out, "--out")
+    _not_an_input(out, "--out", inputs)
     plotting.pyplot()
 
 
@@ -195,7 +213,7 @@ def explain_nll(image, checkpoint, label, resize, out, as_json, device):
 
     out = out or (None if as_json else Path("nll.png"))
     if out:
-        _start_picture(out)
+        _start_picture(out, [image])
     model = _load(checkpoint, device)
     images, cond = _explain_inputs(model, [image], resize, label, device)
     bits = nll_map(model, images[0], cond)
@@ -228,7 +246,7 @@ def explain_attention(image, pixel, checkpoint, layer, head, label, resize, out,
     from . import checkpoint as ckpt
     from .explain.attention import attention_map, is_local_transformer, plot_attention
 
-    _start_picture(out)
+    _start_picture(out, [image])
     model = _load(checkpoint, device)
     if not is_local_transformer(model):
         names = [n for n in ckpt.shipped() if ckpt.read_info(n)["model"]["name"].startswith("transformer")]
@@ -272,7 +290,7 @@ def explain_receptive_field(pixel, images, checkpoint, num, seed, label, resize,
     from .explain.receptive_field import future, plot_receptive_field, receptive_field
     from .sampling import sample as draw
 
-    _start_picture(out)
+    _start_picture(out, list(images))
     model = _load(checkpoint, device)
     _pixel_in(model, pixel)
     if images:
@@ -314,8 +332,8 @@ def train(config, overrides, output_dir, resume, max_steps, data_path, download)
     overrides = list(overrides)
     if max_steps:
         overrides.append(f"train.max_steps={max_steps}")
-    if data_path:
-        overrides.append(f"data.path={data_path}")
+    if data_path:  # a path, not YAML: a folder named 2024, null or true stays a string
+        overrides.append(f"data.path={json.dumps(data_path)}")
     if download:
         overrides.append("data.download=true")
     cfg = load_config(config, overrides)
@@ -471,19 +489,29 @@ def _model_sized(model, path, resize: bool, what: str = "image", low: bool = Fal
     return from_uint8(read_image(path, model.channels, size, resize, what), model.levels)
 
 
-def _outputs(out: Path, out_dir: Path | None, images: list[Path], num: int) -> list[list[Path]]:
-    """Check ``--out`` and ``--out-dir`` before any work; returns the per-input sample files
-    ``out_dir/<stem>_<k>.png`` (stems made unique: ``x``, ``x-2``, ...), or empty lists."""
-    from .outputs import check_output_dir, check_output_file, unique_stems
+def _outputs(out: Path, out_dir: Path | None, images: list[Path], num: int,
+             mask: Path | None = None) -> list[list[Path]]:
+    """Check ``--out`` and ``--out-dir`` before any work (neither may overwrite an input); returns the
+    per-input sample files ``out_dir/<stem>_<k>.png`` (stems made unique: ``x``, ``x-2``, ...), or
+    empty lists."""
+    from .outputs import check_name, check_output_dir, check_output_file, unique_stems
 
+    inputs = {p.resolve(): p for p in [*images, *([mask] if mask else [])]}
     check_output_file(out, "--out")
+    _not_an_input(out, "--out", list(inputs.values()))
     if out_dir is None:
         return [[] for _ in images]
     check_output_dir(out_dir, "--out-dir")
     files = [[out_dir / f"{stem}_{k}.png" for k in range(num)] for stem in unique_stems(images)]
-    if any(out.resolve() == f.resolve() for row in files for f in row):
-        raise ImagegenError(f"--out {out} is also the name of a sample in --out-dir {out_dir}: choose "
-                            "another --out")
+    for row in files:
+        check_name(row[-1], "--out-dir")  # the longest name of the row
+        for f in row:
+            if f.resolve() == out.resolve():
+                raise ImagegenError(f"--out {out} is also the name of a sample in --out-dir {out_dir}: "
+                                    "choose another --out")
+            if f.resolve() in inputs:
+                raise ImagegenError(f"--out-dir {out_dir} would overwrite the input {inputs[f.resolve()]} "
+                                    f"with the sample {f.name}: choose another --out-dir")
     return files
 
 
@@ -552,8 +580,8 @@ def complete(images, keep_rows, keep_fraction, mask, label, resize, out, checkpo
     if sum(x is not None for x in (keep_rows, keep_fraction, mask)) != 1:
         raise ImagegenError("say what to keep with exactly one of --keep-rows N, --keep-fraction F, "
                             "--mask FILE")
-    files = _outputs(out, out_dir, list(images), num)
-    _check_animate(animate, out)
+    files = _outputs(out, out_dir, list(images), num, mask)
+    _check_animate(animate, out, [*images, mask], files)
 
     import torch
     from tqdm.auto import tqdm
@@ -616,7 +644,7 @@ def upscale(images, resize, out, checkpoint, num, temperature, seed, out_dir, de
     Writes one row per image: the input (enlarged with nearest neighbours) and NUM samples.
     """
     files = _outputs(out, out_dir, list(images), num)
-    _check_animate(animate, out)
+    _check_animate(animate, out, list(images), files)
 
     import torch
     from tqdm.auto import tqdm

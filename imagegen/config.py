@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import os
+import reprlib
 import types
 import typing
 from dataclasses import dataclass, field
@@ -40,6 +41,35 @@ class Range:
         pairs = ((">=", self.min), (">", self.above), ("<=", self.max), ("<", self.below))
         return " and ".join(f"{op} {v:g}" if isinstance(v, float) else f"{op} {v}"
                             for op, v in pairs if v is not None)
+
+
+#: The most values a config may hold, YAML aliases counted each time they are used: a config holds
+#: dozens, and a "billion laughs" file of nested aliases would expand to billions.
+MAX_VALUES = 10_000
+_SHORT = reprlib.Repr()
+_SHORT.maxstring = _SHORT.maxother = 80
+
+
+def short(value: Any) -> str:
+    """``repr(value)`` cut short (a few items per list, a few levels deep), for messages."""
+    return _SHORT.repr(value)
+
+
+def check_size(d: Any, limit: int = MAX_VALUES) -> None:
+    """``ConfigError`` if the nested lists and mappings of ``d`` hold more than ``limit`` values, counting
+    a shared (aliased) one each time it appears; stops counting at the limit, without recursion."""
+    stack, seen = [d], 0
+    while stack:
+        x = stack.pop()
+        seen += 1
+        if seen > limit:
+            raise ConfigError(f"the config holds more than {limit} values (nested YAML aliases?): a config "
+                              "holds a few dozen settings")
+        if isinstance(x, dict):
+            stack.extend(x.keys())
+            stack.extend(x.values())
+        elif isinstance(x, list | tuple):
+            stack.extend(x)
 
 
 PositiveInt = Annotated[int, Range(min=1)]
@@ -106,7 +136,7 @@ class TrainConfig(Validated):
     eval_images: PositiveInt | None = 2000  # None: the whole eval split
     eval_batch_size: PositiveInt = 100
     sample_every: Count = 1000  # 0: no sample grids
-    num_samples: PositiveInt = 16
+    num_samples: Annotated[int, Range(min=1, max=10_000)] = 16
     checkpoint_every: PositiveInt = 1000
     keep_checkpoints: PositiveInt = 2
     keep_best: bool = True  # also export the eval weights of the best eval so far as RUN/best
@@ -144,7 +174,7 @@ def check_value(value: Any, hint: Any, key: str) -> Any:
     """``value`` checked against the type ``hint`` and coerced (see ``Validated``); raises
     ``ConfigError('<key> must be <describe(hint)>, got <value>')``."""
     origin, args = typing.get_origin(hint), typing.get_args(hint)
-    bad = ConfigError(f"{key} must be {describe(hint)}, got {value!r}")
+    bad = ConfigError(f"{key} must be {describe(hint)}, got {short(value)}")
     if origin is Annotated:
         try:
             inner = check_value(value, args[0], key)
@@ -211,30 +241,31 @@ def _number(value: Any) -> float | int | None:
 
 def _section(cls, values: Any, where: str):
     if not isinstance(values, dict):
-        raise ConfigError(f"the {where} section must be a mapping of keys to values, got {values!r}")
+        raise ConfigError(f"the {where} section must be a mapping of keys to values, got {short(values)}")
     known = {f.name: f for f in dataclasses.fields(cls)}
     unknown = sorted(set(map(str, values)) - set(known))
     if unknown:
-        raise ConfigError(f"unknown key {where}.{unknown[0]}; known keys: {', '.join(sorted(known))}")
+        raise ConfigError(f"unknown key {where}.{unknown[0][:80]}; known keys: {', '.join(sorted(known))}")
     return cls(**values)
 
 
 def from_dict(d: dict[str, Any]) -> Config:
     """A nested dict (as in YAML) -> ``Config``, every value checked; an unknown section or key, or
     a value of the wrong type or out of range, raises ``ConfigError`` (one line naming the key)."""
+    check_size(d)
     unknown = sorted(set(map(str, d)) - {"model", "data", "train"})
     if unknown:
-        raise ConfigError(f"unknown config section {unknown[0]!r}; sections are model, data, train")
+        raise ConfigError(f"unknown config section {short(unknown[0])}; sections are model, data, train")
     model = d.get("model") or {}
     if not isinstance(model, dict):
-        raise ConfigError(f"the model section must be a mapping of keys to values, got {model!r}")
+        raise ConfigError(f"the model section must be a mapping of keys to values, got {short(model)}")
     name = model.get("name")
     if name is None:
         raise ConfigError("the model section needs a name (see `imagegen models`)")
     from .models import available_models
 
     if name not in available_models():
-        raise ConfigError(f"model.name must be one of {', '.join(available_models())}, got {name!r}")
+        raise ConfigError(f"model.name must be one of {', '.join(available_models())}, got {short(name)}")
     return Config(model=dict(model), data=_section(DataConfig, d.get("data") or {}, "data"),
                   train=_section(TrainConfig, d.get("train") or {}, "train"))
 
@@ -249,7 +280,7 @@ def apply_overrides(d: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
         section, name = parts
         try:
             value = yaml.safe_load(raw)
-        except yaml.YAMLError:
+        except (yaml.YAMLError, RecursionError):
             value = raw
         if not isinstance(d.setdefault(section, {}) or {}, dict):
             raise ConfigError(f"cannot apply {item!r}: the {section} section is not a mapping")
@@ -271,6 +302,8 @@ def load_config(path: str | os.PathLike | None, overrides: list[str] = ()) -> Co
             d = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
         except yaml.YAMLError as e:
             raise ConfigError(f"{path} is not valid YAML: {str(e).splitlines()[0]}") from None
+        except RecursionError:
+            raise ConfigError(f"{path} is nested too deeply to be a config") from None
         except UnicodeDecodeError:
             raise ConfigError(f"{path} is not a text file: give a YAML config file") from None
         except OSError as e:

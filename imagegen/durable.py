@@ -9,6 +9,7 @@ and ``mkdir`` do), not the 0600/0700 of ``tempfile``.
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import secrets
 import shutil
@@ -17,7 +18,7 @@ from pathlib import Path
 
 from safetensors import SafetensorError
 
-from .errors import ImagegenError
+from .errors import WriteError
 
 # What a failed serialisation raises: OSError (full disk, permissions), RuntimeError (torch.save's
 # "enforce fail at inline_container.cc"), SafetensorError.
@@ -26,10 +27,17 @@ WRITE_ERRORS = (OSError, RuntimeError, SafetensorError)
 TEMP_MARK = ".tmp-"
 
 
+_NAME_ROOM = 100  # bytes of the target's name kept in a temporary's: the rest of the name must fit too
+
+
 def temp_sibling(path: str | os.PathLike, suffix: str = "") -> Path:
-    """An unused hidden name beside ``path``, ending in ``suffix`` (image writers look at it)."""
+    """An unused hidden name beside ``path``, ending in ``suffix`` (image writers look at it). A long
+    name is shortened in it, so that any name the file system takes has a temporary it takes too."""
     path = Path(path)
-    return path.with_name(f".{path.name}{TEMP_MARK}{os.getpid()}-{secrets.token_hex(4)}{suffix}")
+    name = path.name
+    while len(os.fsencode(name)) > _NAME_ROOM:
+        name = name[:-1]
+    return path.with_name(f".{name}{TEMP_MARK}{os.getpid()}-{secrets.token_hex(4)}{suffix[:16]}")
 
 
 def is_temporary(name: str) -> bool:
@@ -44,6 +52,16 @@ def reason(error: BaseException) -> str:
         return error.strerror
     text = str(error).strip()
     return text.splitlines()[0] if text else type(error).__name__
+
+
+_FULL = (errno.ENOSPC, errno.EFBIG, errno.EDQUOT)
+
+
+def write_error(path: str | os.PathLike, error: BaseException) -> WriteError:
+    """The one-line error for a failed write of ``path``, saying so when the disk is full."""
+    full = isinstance(error, OSError) and error.errno in _FULL
+    hint = " (the disk is full or a size limit is hit)" if full else ""
+    return WriteError(f"cannot write {path}: {reason(error)}{hint}")
 
 
 def fsync(path: str | os.PathLike) -> None:
@@ -103,7 +121,7 @@ def atomic_file(path: str | os.PathLike) -> Iterator[Path]:
             os.replace(tmp, path)
             fsync(path.parent)
         except WRITE_ERRORS as e:
-            raise ImagegenError(f"cannot write {path}: {reason(e)}") from None
+            raise write_error(path, e) from None
     finally:
         remove(tmp)
 
@@ -118,15 +136,16 @@ def write_text(path: str | os.PathLike, text: str) -> Path:
 @contextlib.contextmanager
 def atomic_directory(directory: str | os.PathLike) -> Iterator[Path]:
     """Yield a fresh sibling folder to fill with files; on success they are flushed and it replaces
-    ``directory`` by renames (an existing ``directory`` is absent for a moment between two renames).
-    On error it is removed; write errors become one-line ``ImagegenError``s."""
+    ``directory`` by renames (an existing ``directory`` is absent for a moment between two renames; an
+    error or Ctrl-C in that moment puts the old one back). On error the new folder is removed; write
+    errors become one-line ``WriteError``s."""
     directory = Path(directory)
     try:
         directory.parent.mkdir(parents=True, exist_ok=True)
         tmp = temp_sibling(directory)
         tmp.mkdir()
     except OSError as e:
-        raise ImagegenError(f"cannot write {directory}: {reason(e)}") from None
+        raise write_error(directory, e) from None
     try:
         try:
             yield tmp
@@ -134,18 +153,29 @@ def atomic_directory(directory: str | os.PathLike) -> Iterator[Path]:
                 match_umask(f)
                 fsync(f)
             fsync(tmp)
-            old = None
-            if directory.exists() or directory.is_symlink():
-                old = temp_sibling(directory)
-                os.replace(directory, old)
-            os.replace(tmp, directory)
-            fsync(directory.parent)
-            if old is not None:
-                remove(old)
+            _swap_in(tmp, directory)
         except WRITE_ERRORS as e:
-            raise ImagegenError(f"cannot write {directory}: {reason(e)}") from None
+            raise write_error(directory, e) from None
     finally:
         remove(tmp)
+
+
+def _swap_in(new: Path, directory: Path) -> None:
+    """Rename ``new`` to ``directory``, replacing what is there; if that fails or is interrupted after
+    the old one was moved aside, the old one is put back."""
+    old = None
+    if directory.exists() or directory.is_symlink():
+        old = temp_sibling(directory)
+        os.replace(directory, old)
+    try:
+        os.replace(new, directory)
+        fsync(directory.parent)
+    except BaseException:
+        if old is not None and not (directory.exists() or directory.is_symlink()):
+            os.replace(old, directory)
+        raise
+    if old is not None:
+        remove(old)
 
 
 def remove_temporaries(directory: str | os.PathLike) -> list[str]:

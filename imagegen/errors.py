@@ -1,8 +1,14 @@
-"""User-facing errors: the CLI prints their message on one line and exits with code 2."""
+"""User-facing errors: the CLI prints their message on one line and exits with code 2 (1 for
+``WriteError``)."""
 
 
 class ImagegenError(Exception):
     """A problem with the user's input (file, config, argument) that the user can fix."""
+
+
+class WriteError(ImagegenError):
+    """A file could not be written although its path was checked: the disk is full, a size limit is hit,
+    the file system failed. Not the input's fault: the CLI exits with code 1."""
 
 
 class DataError(ImagegenError):

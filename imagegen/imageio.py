@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import math
 import os
-import tempfile
 from pathlib import Path
 
 import numpy as np
 import torch
 from PIL import Image
 
+from . import durable
 from .data.folder import open_image
 from .errors import DataError
 from .outputs import image_format
@@ -81,23 +81,14 @@ _SAVE_ARGS = {"JPEG": {"quality": 95}, "WEBP": {"lossless": True}}
 def save_image(image: torch.Tensor, path: str | os.PathLike, zoom: int = 1) -> Path:
     """Write a uint8 image ``(C, H, W)`` (C = 1 or 3) in the format its extension names
     (``image_format``), enlarged ``zoom`` times with nearest neighbours. The file appears whole or
-    not at all (written beside it, synced, renamed), with the permissions the umask gives new files.
-    Returns the path."""
+    not at all (``durable.atomic_file``), with the permissions the umask gives new files; a failed write
+    raises ``WriteError``. Returns the path."""
     path = Path(path)
     fmt = image_format(path)
     pil = to_pil(image, zoom)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            pil.save(f, format=fmt, **_SAVE_ARGS.get(fmt, {}))
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, 0o666 & ~_umask())
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
+    with durable.atomic_file(path) as tmp:
+        pil.save(tmp, format=fmt, **_SAVE_ARGS.get(fmt, {}))
     return path
 
 
@@ -113,12 +104,6 @@ def to_pil(image: torch.Tensor, zoom: int = 1) -> Image.Image:
 def grid_zoom(width: int) -> int:
     """How many times ``save_grid`` enlarges images ``width`` pixels wide: to at least 96 pixels."""
     return max(1, 96 // width)
-
-
-def _umask() -> int:
-    mask = os.umask(0o022)
-    os.umask(mask)
-    return mask
 
 
 def save_grid(images: torch.Tensor, path: str | os.PathLike, levels: int = 256, nrow: int | None = None,

@@ -10,9 +10,11 @@ Needs a POSIX system (``fcntl``); on network filesystems, one whose ``flock`` wo
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import os
 import socket
+import stat
 import time
 from pathlib import Path
 
@@ -46,10 +48,7 @@ class RunLock:
             raise ImagegenError("run directories are locked with fcntl.flock, which this system lacks")
         path = Path(directory) / NAME
         while True:
-            try:
-                fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
-            except OSError as e:
-                raise ImagegenError(f"cannot create the lock {path}: {reason(e)}") from None
+            fd = _open(path, os.O_RDWR | os.O_CREAT)
             try:
                 _flock_exclusive(fd)
             except BlockingIOError:
@@ -80,8 +79,8 @@ class RunLock:
         if fcntl is None:
             return None
         try:
-            fd = os.open(Path(directory) / NAME, os.O_RDONLY)
-        except OSError:
+            fd = _open(Path(directory) / NAME, os.O_RDONLY)
+        except ImagegenError:
             return None
         try:
             fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
@@ -103,6 +102,23 @@ class RunLock:
     def __del__(self):
         if getattr(self, "_fd", None) is not None:
             os.close(self._fd)
+
+
+def _open(path: Path, flags: int) -> int:
+    """Open the lock file as a plain file: never through a symlink (a run directory from elsewhere must
+    not make us write into the file it points at), never blocking on a FIFO. One-line ``ImagegenError``."""
+    flags |= getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0)
+    try:
+        fd = os.open(path, flags, 0o666)
+    except OSError as e:
+        if e.errno == errno.ELOOP:
+            raise ImagegenError(f"{path} is a symbolic link, not a lock file: remove the link (nothing was "
+                                "written through it)") from None
+        raise ImagegenError(f"cannot create the lock {path}: {reason(e)}") from None
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        os.close(fd)
+        raise ImagegenError(f"{path} is not a plain file, so it cannot be the run's lock: remove it")
+    return fd
 
 
 def _flock_exclusive(fd: int, tries: int = 4) -> None:
@@ -128,7 +144,7 @@ def _read(fd: int) -> dict:
     """The holder record in the lock file, or {} if it is empty or unreadable."""
     try:
         record = json.loads(os.pread(fd, 4096, 0) or b"{}")
-    except (OSError, ValueError):
+    except (OSError, ValueError, RecursionError):
         return {}
     return record if isinstance(record, dict) else {}
 

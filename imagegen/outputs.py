@@ -34,14 +34,31 @@ def check_output_file(path: Path, option: str) -> None:
         image_format(path)
     except ValueError as e:
         raise ImagegenError(f"{option} {path}: {e}") from None
+    check_name(path, option)
     if path.is_dir():
         raise ImagegenError(f"{option} {path} is a directory: give an image file name")
     _check_folder(path.parent, option, path)
 
 
+def check_name(path: Path, option: str) -> None:
+    """Raise ``ImagegenError`` (naming ``option``) if ``path``'s file name is longer than its file system
+    takes (255 bytes on most)."""
+    folder = Path(os.path.abspath(path)).parent
+    while not folder.exists():
+        folder = folder.parent
+    try:
+        most = os.pathconf(folder, "PC_NAME_MAX")
+    except (OSError, ValueError, AttributeError):
+        most = 255
+    if len(os.fsencode(path.name)) > most:
+        raise ImagegenError(f"{option}: the file name {path.name[:40]}... is {len(os.fsencode(path.name))} "
+                            f"bytes long, more than the {most} its file system takes: choose a shorter one")
+
+
 def check_output_dir(path: Path, option: str) -> None:
     """Raise ``ImagegenError`` (naming ``option``) unless ``path`` is, or can be made, a writable
     directory."""
+    check_name(path, option)
     if path.exists() and not path.is_dir():
         raise ImagegenError(f"{option} {path} is a file, not a directory: give a directory")
     _check_folder(path, option, path)

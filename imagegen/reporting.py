@@ -2,21 +2,25 @@
 
 Exit codes: 0 success; 1 a failure that is not the input's fault (a write failing for lack of space,
 out of memory, a bug); 2 bad input (a missing or damaged file, a bad option or config value: the
-message says what to change); 130 interrupted (Ctrl-C). ``imagegen --debug COMMAND`` shows the
-traceback of any error instead of the one line.
+message says what to change); 130 interrupted (Ctrl-C); 143 terminated (SIGTERM, as a job scheduler
+stops a job: handled like Ctrl-C, so temporaries are cleared and a run's lock given up on the way
+out). ``imagegen --debug COMMAND`` shows the traceback of any error instead of the one line.
 """
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import functools
+import signal
 import sys
+from collections.abc import Iterator
 
 import click
 
-from .errors import ImagegenError
+from .errors import ImagegenError, WriteError
 
-OK, FAILED, BAD_INPUT, INTERRUPTED = 0, 1, 2, 130
+OK, FAILED, BAD_INPUT, INTERRUPTED, TERMINATED = 0, 1, 2, 130, 143
 _NO_ARGS_IS_HELP = getattr(click.exceptions, "NoArgsIsHelpError", ())  # click >= 8.2: `imagegen` alone
 
 
@@ -36,7 +40,8 @@ class OneLineGroup(click.Group):
 
     def main(self, args=None, prog_name=None, **extra):
         try:
-            code = super().main(args, prog_name, standalone_mode=False, **extra)
+            with _sigterm_interrupts():
+                code = super().main(args, prog_name, standalone_mode=False, **extra)
         except _NO_ARGS_IS_HELP as e:
             e.show()
             sys.exit(e.exit_code)
@@ -44,9 +49,36 @@ class OneLineGroup(click.Group):
             ctx = getattr(e, "ctx", None)
             hint = f" (see `{ctx.command_path} --help`)" if ctx is not None else ""
             fail(e.format_message() + hint, e.exit_code)
-        except click.Abort:
+        except click.Abort as e:  # Ctrl-C or SIGTERM outside a command body (click wraps it)
+            if isinstance(e.__cause__, Terminated):
+                fail("terminated (SIGTERM)", TERMINATED)
             fail("interrupted", INTERRUPTED)
         sys.exit(code if isinstance(code, int) else OK)
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM arrived: unwinds like Ctrl-C (every ``finally`` runs), reported as its own exit code."""
+
+
+@contextlib.contextmanager
+def _sigterm_interrupts() -> Iterator[None]:
+    """Turn SIGTERM into ``Terminated`` inside the block (main thread, default handler only)."""
+    try:
+        previous = signal.getsignal(signal.SIGTERM)
+    except ValueError:  # not the main thread
+        previous = None
+    if previous is not signal.SIG_DFL:
+        yield
+        return
+
+    def terminate(signum, frame):
+        raise Terminated
+
+    signal.signal(signal.SIGTERM, terminate)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 _SMALLER = {"sample": "a smaller --num", "complete": "a smaller --num", "upscale": "a smaller --num",
@@ -67,6 +99,8 @@ def friendly(fn):
     def wrapper(*args, **kwargs):
         try:
             return fn(*args, **kwargs)
+        except Terminated:
+            fail("terminated (SIGTERM)", TERMINATED)
         except KeyboardInterrupt:
             fail("interrupted", INTERRUPTED)
         except Exception as e:
@@ -80,7 +114,7 @@ def friendly(fn):
 def explain(e: Exception) -> tuple[str, int]:
     """The one-line message and exit code for an exception that ended a command."""
     if isinstance(e, ImagegenError):
-        return str(e), BAD_INPUT
+        return str(e), FAILED if isinstance(e, WriteError) else BAD_INPUT
     if _out_of_memory(e):
         ctx = click.get_current_context(silent=True)
         less = _SMALLER.get(ctx.info_name if ctx else "", "")

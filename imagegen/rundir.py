@@ -20,6 +20,7 @@ segments up to N.
 from __future__ import annotations
 
 import json
+import os
 import re
 from pathlib import Path
 from typing import Any
@@ -60,7 +61,7 @@ def read_config(run_dir: Path) -> dict[str, Any]:
         if not isinstance(d, dict):
             raise ConfigError("it does not hold a mapping")
         return flat(from_dict(d))
-    except (OSError, UnicodeDecodeError, yaml.YAMLError, ConfigError) as e:
+    except (OSError, UnicodeDecodeError, yaml.YAMLError, ConfigError, RecursionError) as e:
         raise ImagegenError(f"cannot read the run's config {path}: {durable.reason(e)}") from None
 
 
@@ -91,10 +92,14 @@ def changes(saved: dict[str, Any], new: dict[str, Any], run_dir: Path) -> dict[s
 def read_log(path: Path) -> tuple[list[dict], bool]:
     """The records of a JSON-lines log (``{"step": int, ...}`` each) and whether its last line was cut
     short (a writer stopped mid-line; that line is left out). Any other bad line: ``ImagegenError``."""
-    try:
-        raw = path.read_bytes() if path.exists() else b""
-    except OSError as e:
-        raise ImagegenError(f"cannot read {path}: {durable.reason(e)}") from None
+    if not (path.exists() or path.is_symlink()):
+        raw = b""
+    else:
+        _plain(path)
+        try:
+            raw = path.read_bytes()
+        except OSError as e:
+            raise ImagegenError(f"cannot read {path}: {durable.reason(e)}") from None
     *lines, last = raw.split(b"\n")
     cut = last != b""
     if cut and not last.startswith(b'{"step": '):  # our writers start every record so
@@ -113,11 +118,22 @@ def read_log(path: Path) -> tuple[list[dict], bool]:
 
 def append_log(path: Path, record: dict) -> None:
     """Append a ``{"step": ...}`` record as one line."""
+    if path.is_symlink():
+        _plain(path)
     try:
-        with open(path, "a") as f:
+        fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0), 0o666)
+        with os.fdopen(fd, "a") as f:
             f.write(json.dumps(record) + "\n")
     except OSError as e:
-        raise ImagegenError(f"cannot write {path}: {durable.reason(e)}") from None
+        raise durable.write_error(path, e) from None
+
+
+def _plain(path: Path) -> None:
+    """``ImagegenError`` unless ``path`` is a plain file (not a symlink, whose target we would read or
+    append to, nor a FIFO, which would block)."""
+    if path.is_symlink() or not path.is_file():
+        raise ImagegenError(f"{path} is not a plain file (a link, a folder or a pipe): a run's logs must be "
+                            "plain files; move it away")
 
 
 def exact_log(records: list[dict], step: int) -> list[dict]:
@@ -175,8 +191,9 @@ def remove_temporaries(run_dir: Path) -> list[str]:
     """Clear what killed writers left in the run directory; returns the names removed."""
     removed = [name for sub in ("", "checkpoints", "samples")
                for name in durable.remove_temporaries(run_dir / sub)]
-    # imageio.save_png's own temporaries (tempfile.mkstemp(suffix=".png.tmp")) beside the grids
-    for p in (run_dir / "samples").glob("tmp*.png.tmp"):
-        p.unlink()
-        removed.append(p.name)
+    # the grids' temporaries of earlier versions (tempfile.mkstemp names)
+    for pattern in ("tmp*.png.tmp", ".step_*.png.*.tmp"):
+        for p in (run_dir / "samples").glob(pattern):
+            p.unlink()
+            removed.append(p.name)
     return removed

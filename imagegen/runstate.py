@@ -96,6 +96,8 @@ def read(directory: str | os.PathLike) -> TrainingState:
         record = json.loads((directory / "trainer.json").read_text())
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
         raise CheckpointError(f"trainer.json is missing or unreadable ({durable.reason(e)})") from None
+    except RecursionError:
+        raise CheckpointError("trainer.json is nested too deeply") from None
     if not isinstance(record, dict) or not isinstance(record.get("step"), int):
         raise CheckpointError("trainer.json does not record a step")
     if f"step_{record['step']:08d}" != directory.name:
@@ -122,9 +124,31 @@ def read(directory: str | os.PathLike) -> TrainingState:
     except statefile.StateFileError as e:
         raise CheckpointError(str(e)) from None
     loop = record.get("loop")
-    return TrainingState(step=record["step"], model=model, optimizer=pieces["optimizer"],
-                         ema=pieces.get("ema"), rng=pieces["rng"], scaler=pieces.get("scaler"),
-                         loop=loop if isinstance(loop, dict) else {})
+    state = TrainingState(step=record["step"], model=model, optimizer=pieces["optimizer"],
+                          ema=pieces.get("ema"), rng=pieces["rng"], scaler=pieces.get("scaler"),
+                          loop=loop if isinstance(loop, dict) else {})
+    _check_kinds(state)
+    return state
+
+
+def _check_kinds(state: TrainingState) -> None:
+    """``CheckpointError`` unless each piece of ``state`` is what ``write`` stores: the optimizer a
+    ``state_dict`` (``state`` and ``param_groups``), the EMA named tensors, each generator state a
+    ``(processes, n)`` uint8 tensor, the scaler a dict. (Whether they fit the model is the trainer's
+    check.)"""
+    opt = state.optimizer
+    if not (isinstance(opt, dict) and isinstance(opt.get("state"), dict)
+            and isinstance(opt.get("param_groups"), list)
+            and all(isinstance(g, dict) for g in opt["param_groups"])):
+        raise CheckpointError("the optimizer file does not hold an optimizer state")
+    if state.ema is not None and not (isinstance(state.ema, dict) and all(
+            isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in state.ema.items())):
+        raise CheckpointError("the EMA file does not hold named tensors")
+    rows = state.rng.values() if isinstance(state.rng, dict) else [None]
+    if not all(isinstance(v, torch.Tensor) and v.dtype == torch.uint8 and v.ndim == 2 for v in rows):
+        raise CheckpointError("the generator file does not hold generator states (uint8, a row a process)")
+    if state.scaler is not None and not isinstance(state.scaler, dict):
+        raise CheckpointError("the gradient-scaler file does not hold a scaler state")
 
 
 def _digest(path: Path) -> dict[str, Any]:
@@ -192,5 +216,11 @@ def _read_legacy(directory: Path, step: int) -> TrainingState:
         if isinstance(cuda, list) and cuda:
             rows.setdefault("cuda", []).append(cuda[rank % len(cuda)])
     scaler = _torch_load(directory / "scaler.pt") if (directory / "scaler.pt").exists() else None
-    return TrainingState(step=step, model=model, optimizer=optimizer, ema=ema,
-                         rng={k: torch.stack(v) for k, v in rows.items()}, scaler=scaler, legacy=True)
+    try:
+        rng = {k: torch.stack(v) for k, v in rows.items()}
+    except RuntimeError:
+        raise CheckpointError("the random_states files hold generator states of different sizes") from None
+    state = TrainingState(step=step, model=model, optimizer=optimizer, ema=ema, rng=rng, scaler=scaler,
+                          legacy=True)
+    _check_kinds(state)
+    return state

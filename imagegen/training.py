@@ -8,6 +8,8 @@ The run directory it writes (config, config history, metrics, samples, checkpoin
 from __future__ import annotations
 
 import contextlib
+import hashlib
+import json
 import math
 import os
 import sys
@@ -22,7 +24,7 @@ from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from tqdm.auto import tqdm
 
 from . import checkpoint, durable, rngstate, rundir, runstate
-from .config import Config, save_config
+from .config import Config, save_config, short
 from .data import ImageData, binarize, load_dataset
 from .errors import ConfigError, ImagegenError, NonFiniteError
 from .imageio import nearest_upsample, save_grid
@@ -76,11 +78,29 @@ def make_model(config: Config, data: ImageData) -> AutoregressiveModel:
         model = build_model(name, **kwargs)
     except ValueError as e:
         raise ConfigError(f"model section: {e}") from None
+    check_fits(model, data, config.data.binarize)
+    return model
+
+
+def check_fits(model: AutoregressiveModel, data: ImageData, binarize: str | None) -> None:
+    """``ConfigError`` unless ``model`` takes ``data``'s images (shape, levels) and labels (classes), so
+    that a mismatch is reported before a run starts, not as an index error at its first step."""
     shape, data_shape = model.shape, tuple(data.images.shape[1:])
     if shape != data_shape:
         raise ConfigError(f"model section: channels and image_size give {shape} images but the data's are "
                           f"{data_shape}: leave them out (they default to the data's)")
-    return model
+    levels = 2 if binarize else data.levels
+    if model.levels < levels:
+        raise ConfigError(f"model.levels is {model.levels} but the data has {levels} levels: leave "
+                          "model.levels out (it defaults to the data's), or set data.binarize")
+    if model.num_classes:
+        if data.labels is None:
+            raise ConfigError(f"model.num_classes is {model.num_classes} but the data has no labels: "
+                              "leave it out")
+        top = int(data.labels.max()) if len(data.labels) else -1
+        if top >= model.num_classes:
+            raise ConfigError(f"model.num_classes is {model.num_classes} but the data's labels go up to "
+                              f"{top}: leave it out (data.class_conditional: true sets it from the data)")
 
 
 def lr_factor(step: int, config: Config) -> float:
@@ -151,6 +171,7 @@ class Trainer:
         self.data = load_data(config)
         batch_indices(len(self.data.train.images), t.batch_size, acc.num_processes, 0, 0, t.seed)  # fits?
         model = make_model(config, self.data.train)
+        check_fits(model, self.data.eval, config.data.binarize)
         if t.channels_last:
             model = model.to(memory_format=torch.channels_last)
         self.raw_model = model
@@ -187,6 +208,9 @@ class Trainer:
             raise ImagegenError(f"nothing to resume in {self.run_dir}: it holds no run; leave out --resume "
                                 "to start one there")
         if not resume and held:
+            holder = RunLock.holder(self.run_dir) if getattr(self, "_lock", None) is None else None
+            if holder is not None:  # a trainer that started a moment before us
+                raise busy(self.run_dir, holder)
             raise ImagegenError(f"{self.run_dir} already holds a run: pass --resume to continue it, "
                                 "or choose another --output-dir")
 
@@ -222,18 +246,31 @@ class Trainer:
             return None
         original = rundir.read_config(self.run_dir)
         segments = rundir.read_segments(self.run_dir)
+        rundir.read_log(self.run_dir / rundir.METRICS)  # cut back by _prepare_run: readable?
         state, unusable = self._newest_usable()
         step = state.step if state is not None else 0
         saved = rundir.config_at(original, segments, step)
         changes = rundir.changes(saved, rundir.flat(self.config), self.run_dir)
         if step and step >= self.config.train.max_steps:
-            raise ImagegenError(f"the run in {self.run_dir} is at step {step} already: pass a --max-steps "
-                                f"above {step} to train it further")
+            exported = self._exported_step()
+            if exported == step:
+                raise ImagegenError(f"the run in {self.run_dir} is at step {step} already: pass a "
+                                    f"--max-steps above {step} to train it further")
         if state is None:
             self._note(f"{self.run_dir} has no checkpoint yet: training from step 0")
         else:
             self._restore(state)
+        if step and step >= self.config.train.max_steps:
+            self._note(f"the run ended at step {step} but its export was cut short ({self.run_dir / 'model'} "
+                       f"is {'missing' if exported is None else f'of step {exported}'}): exporting it again")
         return _Plan(step, unusable, changes)
+
+    def _exported_step(self) -> int | None:
+        """The step of the run's exported model, None if it has none that reads."""
+        try:
+            return checkpoint.read_info(self.run_dir / "model").get("step")
+        except ImagegenError:
+            return None
 
     def _newest_usable(self) -> tuple[runstate.TrainingState | None, list[tuple[Path, str]]]:
         """The newest checkpoint that reads back whole, and the newer ones that did not (with why)."""
@@ -315,7 +352,8 @@ class Trainer:
                 step=self.step, model=self.raw_model.state_dict(), optimizer=self.optimizer.state_dict(),
                 ema=None if self.ema is None else self.ema.state_dict(), rng=rng,
                 scaler=None if acc.scaler is None else acc.scaler.state_dict(),
-                loop={"window": self.window, "last_eval": self.last_eval, "best": self.best, "cpu_s": cpu_s})
+                loop={"window": self.window, "last_eval": self.last_eval, "best": self.best, "cpu_s": cpu_s,
+                      "model": _json(self.raw_model.config), "data": self.fingerprint()})
             runstate.write(root, state)
             keep = self.config.train.keep_checkpoints
             for old in self.checkpoints()[:-keep] if keep > 0 else []:
@@ -323,9 +361,45 @@ class Trainer:
         acc.wait_for_everyone()
         return runstate.directory_for(root, self.step)
 
+    def fingerprint(self) -> dict[str, list]:
+        """``{"train"|"eval": [images, sha256 of their shape and of up to 256 evenly spaced ones]}``: what a
+        resume checks to see that ``data.path`` still holds the images the run trained on."""
+        out = {}
+        for split, data in (("train", self.data.train), ("eval", self.data.eval)):
+            images = data.images
+            picked = images[torch.linspace(0, len(images) - 1, min(256, len(images))).long()]
+            h = hashlib.sha256(json.dumps(list(images.shape)).encode())
+            h.update(picked.contiguous().numpy().tobytes())
+            out[split] = [len(images), h.hexdigest()]
+        return out
+
+    def _check_same_kind(self, state: runstate.TrainingState, where: str) -> None:
+        """``ImagegenError`` if the config and data now build another model than the checkpoint trained
+        (data.path changed to images of another shape), or the data are other images. Checkpoints of
+        earlier versions record neither: the run's exported model gives the model."""
+        trained = state.loop.get("model")
+        if not isinstance(trained, dict):
+            try:
+                trained = checkpoint.read_info(self.run_dir / "model")["model"]
+            except ImagegenError:
+                trained = None
+        now = _json(self.raw_model.config)
+        if isinstance(trained, dict) and trained != now:
+            shown = "; ".join(f"{k} {trained.get(k)!r} then, {now.get(k)!r} now"
+                              for k in sorted(trained.keys() | now.keys()) if trained.get(k) != now.get(k))
+            raise ImagegenError(f"{where} trained another model than the config and data give now "
+                                f"({shown[:200]}): resume with the data the run trained on")
+        data = state.loop.get("data")
+        if isinstance(data, dict) and data != self.fingerprint():
+            d = self.config.data
+            raise ImagegenError(f"{d.path or d.name} does not hold the images the run trained on (their "
+                                "number or content differ): resume with the data the run trained on, or "
+                                "start a new run")
+
     def _restore(self, state: runstate.TrainingState) -> None:
         """Load a checkpoint's state into the model, optimizer, EMA, generators and loop counters."""
         acc, where = self.accelerator, f"checkpoint step_{state.step:08d}"
+        self._check_same_kind(state, where)
         problem = checkpoint.mismatch(self.raw_model.state_dict(), state.model)
         if problem is None and self.ema is not None:
             if state.ema is None:
@@ -334,21 +408,23 @@ class Trainer:
         problem = problem or _optimizer_mismatch(self.optimizer, state.optimizer)
         if problem:
             raise ImagegenError(f"{where} does not fit this model: {problem}")
-        self.raw_model.load_state_dict(state.model)
-        if self.ema is not None:
-            self.ema.load_state_dict(state.ema)
-        self.optimizer.load_state_dict(state.optimizer)
-        if acc.scaler is not None and state.scaler is not None:
-            acc.scaler.load_state_dict(state.scaler)
         rank, rows = acc.process_index, state.rng
         processes = min((len(v) for v in rows.values()), default=0)
+        try:  # what the checks above cannot see (a generator state of the wrong size, a bad scaler state)
+            self.raw_model.load_state_dict(state.model)
+            if self.ema is not None:
+                self.ema.load_state_dict(state.ema)
+            self.optimizer.load_state_dict(state.optimizer)
+            if acc.scaler is not None and state.scaler is not None:
+                acc.scaler.load_state_dict(state.scaler)
+            unused = rngstate.restore({k: v[rank] for k, v in rows.items()}) if rank < processes else []
+        except (RuntimeError, ValueError, TypeError, KeyError, IndexError) as e:
+            raise ImagegenError(f"{where} does not fit this run: {durable.reason(e)[:200]}") from None
         if processes != acc.num_processes:
             self._note(f"{where} was written by {processes} process(es), resumed on {acc.num_processes}: "
                        "batches and random draws differ from an uninterrupted run")
-        if rank < processes:
-            unused = rngstate.restore({k: v[rank] for k, v in rows.items()})
-            if unused:
-                self._note(f"{where} holds {', '.join(unused)} generator states this machine has no use for")
+        if unused:
+            self._note(f"{where} holds {', '.join(unused)} generator states this machine has no use for")
         loop = state.loop
         window = loop.get("window")
         if isinstance(window, dict) and isinstance(window.get("loss"), float) and \
@@ -362,7 +438,10 @@ class Trainer:
                 isinstance(best.get("eval_bpd"), float):
             self.best = {"step": best["step"], "eval_bpd": best["eval_bpd"]}
         last = loop.get("last_eval")
-        self.last_eval = last if isinstance(last, dict) else self._last_eval_logged(state.step)
+        if not isinstance(last, dict):
+            last = self._last_eval_logged(state.step)
+        whole = isinstance(last.get("step"), int) and isinstance(last.get("eval_bpd"), float)
+        self.last_eval = {"step": last["step"], "eval_bpd": last["eval_bpd"]} if whole else {}
         self.step = state.step
         if state.legacy:
             self._note(f"{where} is in the accelerate layout of earlier versions: read without unpickling "
@@ -495,7 +574,7 @@ class Trainer:
         try:
             return save_grid(shown.cpu(), path, levels=model.levels, nrow=nrow)
         except OSError as e:
-            raise ImagegenError(f"cannot write {path}: {durable.reason(e)}") from None
+            raise durable.write_error(path, e) from None
 
     def log(self, record: dict) -> None:
         """Append a record to ``metrics.jsonl`` and the trackers (main process)."""
@@ -586,6 +665,11 @@ def _optimizer_mismatch(optimizer: torch.optim.Optimizer, state: dict) -> str | 
     groups = state.get("param_groups") if isinstance(state, dict) else None
     if not isinstance(groups, list) or len(groups) != len(optimizer.param_groups):
         return "the optimizer state has another number of parameter groups"
+    for saved, fresh in zip(groups, optimizer.param_groups, strict=True):
+        # Settings the config fixes for the whole run (lr is set every step): the state must agree.
+        for key in fresh.keys() & saved.keys() & {"betas", "eps", "weight_decay", "amsgrad", "maximize"}:
+            if _json(saved[key]) != _json(fresh[key]):
+                return f"the optimizer state has {key} {short(saved[key])}, the config {short(fresh[key])}"
     params = [p for g in optimizer.param_groups for p in g["params"]]
     if sum(len(g.get("params", ())) for g in groups if isinstance(g, dict)) != len(params):
         return "the optimizer state is for another number of parameters"
@@ -599,7 +683,14 @@ def _optimizer_mismatch(optimizer: torch.optim.Optimizer, state: dict) -> str | 
             if isinstance(v, torch.Tensor) and v.ndim and v.shape != params[index].shape:
                 expected = tuple(params[index].shape)
                 return f"optimizer {name} of parameter {index} is {tuple(v.shape)}, not {expected}"
+            if isinstance(v, torch.Tensor) and not (v.is_floating_point() and v.numel()):
+                return f"optimizer {name} of parameter {index} holds {v.numel()} {v.dtype} values, not floats"
     return None
+
+
+def _json(value):
+    """``value`` as it reads back from JSON (tuples become lists), for comparing with a record."""
+    return json.loads(json.dumps(value))
 
 
 def _has_tensorboard() -> bool:

@@ -274,6 +274,60 @@ def big_run(d: Path) -> None:
     shutil.copy(d / "big.yaml", d / "c.yaml")
 
 
+def alias_bomb(levels: int = 9) -> str:
+    """A YAML config whose train.lr is a list of nested aliases: 9**levels strings once expanded."""
+    lines = ['    - &a0 ["laugh", "laugh", "laugh", "laugh", "laugh", "laugh", "laugh", "laugh", "laugh"]']
+    lines += [f"    - &a{k} [" + ", ".join([f"*a{k - 1}"] * 9) + "]" for k in range(1, levels + 1)]
+    return "model: {name: gated_pixelcnn}\ndata: {path: mnist.npz}\ntrain:\n  lr:\n" + "\n".join(lines) + "\n"
+
+
+def weights_as(dtype: str) -> Callable[[Path], None]:
+    """The checkpoint's weights stored as another dtype (same names and shapes)."""
+
+    def prepare(d: Path) -> None:
+        import torch
+        from safetensors.torch import load_file, save_file
+
+        path = d / "ckpt" / "model.safetensors"
+        save_file({k: v.to(getattr(torch, dtype)) for k, v in load_file(path).items()}, path)
+
+    return prepare
+
+
+def safetensors_header(header: bytes, length: int | None = None) -> Callable[[Path], None]:
+    """A model.safetensors that is only a header (its length field ``length``, default the header's)."""
+    raw = struct.pack("<Q", len(header) if length is None else length) + header
+    return write("ckpt/model.safetensors", raw + b"\0" * 16)
+
+
+def rewrite_state(edit: Callable) -> Callable[[Path], None]:
+    """The run's checkpoints replaced by one whose state ``edit`` changed, with a valid manifest (what a
+    crafted run directory holds)."""
+
+    def prepare(d: Path) -> None:
+        from imagegen import runstate
+
+        found = runstate.list_checkpoints(d / "run" / "checkpoints")
+        state = runstate.read(found[-1])
+        edit(state)
+        for f in found:
+            shutil.rmtree(f)
+        runstate.write(d / "run" / "checkpoints", state)
+
+    return prepare
+
+
+def link(name: str, target: str) -> Callable[[Path], None]:
+    """Replace ``name`` by a symlink to ``target`` (a file outside the run that must stay as it is)."""
+
+    def prepare(d: Path) -> None:
+        (d / target).write_text("precious\n")
+        (d / name).unlink(missing_ok=True)
+        (d / name).symlink_to(d / target)
+
+    return prepare
+
+
 def mkfifo(name: str) -> Callable[[Path], None]:
     return lambda d: os.mkfifo(d / name)
 
@@ -291,42 +345,77 @@ def temp_files(d: Path) -> list[Path]:
     return [p for p in d.rglob("*") if "tmp" in p.name and p.name.startswith(".")]
 
 
-def kill_while_writing(case: Case, d: Path, cmd: list[str], env: dict) -> Outcome:
-    """Start the command and SIGKILL it the moment a temporary file or folder appears (a save in
-    progress)."""
-    proc = popen(cmd, d, env)
-    before = set(temp_files(d))
-    killed = False
-    deadline = time.time() + case.timeout
-    while proc.poll() is None and time.time() < deadline:
-        if set(temp_files(d)) - before:
-            proc.kill()
-            killed = True
-            break
-        time.sleep(0.002)
-    out, err = proc.communicate()
-    return Outcome(proc.returncode, out, err, "SIGKILL while a save was in progress" if killed
-                   else "not exercised: the command ended before a save was seen")
+def signal_while_writing(signum: int) -> Callable[[Case, Path, list[str], dict], Outcome]:
+    """A runner that starts the command and sends ``signum`` the moment a temporary file or folder
+    appears (a save in progress)."""
+    name = signal.Signals(signum).name
 
-
-def interrupt_while_busy(case: Case, d: Path, cmd: list[str], env: dict) -> Outcome:
-    """Start the command and send SIGINT (Ctrl-C) a second after torch is loaded (mid-sampling)."""
-    proc = popen(cmd, d, env)
-    deadline = time.time() + case.timeout
-    while proc.poll() is None and time.time() < deadline:
-        try:
-            if "libtorch_cpu" in Path(f"/proc/{proc.pid}/maps").read_text():
+    def runner(case: Case, d: Path, cmd: list[str], env: dict) -> Outcome:
+        proc = popen(cmd, d, env)
+        before = set(temp_files(d))
+        sent = False
+        deadline = time.time() + case.timeout
+        while proc.poll() is None and time.time() < deadline:
+            if set(temp_files(d)) - before:
+                proc.send_signal(signum)
+                sent = True
                 break
-        except OSError:
-            pass
-        time.sleep(0.05)
-    time.sleep(1.0)
-    sent = proc.poll() is None
-    if sent:
-        proc.send_signal(signal.SIGINT)
-    out, err = proc.communicate()
-    note = "SIGINT mid-sampling" if sent else "not exercised: it ended first"
-    return Outcome(proc.returncode, out, err, note)
+            time.sleep(0.002)
+        out, err = proc.communicate()
+        return Outcome(proc.returncode, out, err, f"{name} while a save was in progress" if sent
+                       else "not exercised: the command ended before a save was seen")
+
+    return runner
+
+
+kill_while_writing = signal_while_writing(signal.SIGKILL)
+
+
+def signal_while_busy(signum: int) -> Callable[[Case, Path, list[str], dict], Outcome]:
+    """A runner that starts the command and sends ``signum`` a second after torch is loaded
+    (mid-sampling)."""
+    name = signal.Signals(signum).name
+
+    def runner(case: Case, d: Path, cmd: list[str], env: dict) -> Outcome:
+        proc = popen(cmd, d, env)
+        deadline = time.time() + case.timeout
+        while proc.poll() is None and time.time() < deadline:
+            try:
+                if "libtorch_cpu" in Path(f"/proc/{proc.pid}/maps").read_text():
+                    break
+            except OSError:
+                pass
+            time.sleep(0.05)
+        time.sleep(1.0)
+        sent = proc.poll() is None
+        if sent:
+            proc.send_signal(signum)
+        out, err = proc.communicate()
+        note = f"{name} mid-run" if sent else "not exercised: it ended first"
+        return Outcome(proc.returncode, out, err, note)
+
+    return runner
+
+
+interrupt_while_busy = signal_while_busy(signal.SIGINT)
+
+
+def exit_code(code: int) -> Callable[[Path, Outcome], str | None]:
+    return lambda d, o: None if o.rc == code else f"exit {o.rc}, not {code}"
+
+
+def all_of(*checks: Callable[[Path, Outcome], str | None]) -> Callable[[Path, Outcome], str | None]:
+    def check(d: Path, outcome: Outcome) -> str | None:
+        return next((p for p in (c(d, outcome) for c in checks) if p), None)
+
+    return check
+
+
+def no_temporaries(d: Path, outcome: Outcome) -> str | None:
+    """Nothing a writer left behind: no temporaries, no lock file (the command cleaned up on its way out)."""
+    left = [str(p.relative_to(d)) for p in temp_files(d)] + \
+        [str(p.relative_to(d)) for p in d.rglob("run.lock")]
+    return f"left behind {', '.join(left[:3])}" if left else None
 
 
 def two_at_once(case: Case, d: Path, cmd: list[str], env: dict) -> Outcome:
@@ -362,6 +451,28 @@ def run_is_sound(d: Path, outcome: Outcome) -> str | None:
     if again.returncode != 0:
         return f"resuming afterwards fails: {(again.stderr.strip().splitlines() or ['?'])[-1][:160]}"
     return None
+
+
+def exported_at(step: int) -> Callable[[Path, Outcome], str | None]:
+    def check(d: Path, outcome: Outcome) -> str | None:
+        from imagegen import checkpoint
+
+        try:
+            found = checkpoint.read_info(d / "run" / "model").get("step")
+        except Exception as e:  # noqa: BLE001 - any failure to read is the finding
+            return f"run/model does not read ({' '.join(str(e).split())[:120]})"
+        return None if found == step else f"run/model is of step {found}, not {step}"
+
+    return check
+
+
+def config_says(key: str, value) -> Callable[[Path, Outcome], str | None]:
+    def check(d: Path, outcome: Outcome) -> str | None:
+        section, name = key.split(".")
+        found = yaml.safe_load((d / "r" / "config.yaml").read_text())[section][name]
+        return None if found == value else f"config.yaml has {key} {found!r}, not {value!r}"
+
+    return check
 
 
 def no_pwned(d: Path, outcome: Outcome) -> str | None:
@@ -607,8 +718,98 @@ def cases() -> list[Case]:
                                                                    "--resume", "--max-steps", "1"], RUN,
           prepare=lambda d: shutil.copy(d / "tiny.yaml", d / "c.yaml"), rundir=True),
     ]
+    out += hostile()
     out += faults()
     return out
+
+
+def hostile() -> list[Case]:
+    """Crafted files and careless inputs found after the first battery: sizes that would allocate
+    terabytes, nesting and aliases that would recurse or expand, links out of a run, outputs over
+    inputs, names at the file system's limit, resumes with other data."""
+    k = Case
+    copy_config = lambda d: shutil.copy(d / "tiny.yaml", d / "c.yaml")  # noqa: E731
+    resume = ["train", "c.yaml", "--output-dir", "run", "--resume", "--max-steps", "4"]
+    cpu = lambda s: s.rng.update(cpu=s.rng["cpu"][:, :100])  # noqa: E731
+    betas = lambda s: s.optimizer["param_groups"][0].update(betas=["x", 2])  # noqa: E731
+    long_stem = "y" * 250
+    return [
+        # --- configs
+        k("train", "config: a YAML alias bomb (9 levels, 387M strings) in train.lr", T, TRAIN,
+          prepare=config(text=alias_bomb())),
+        k("train", "config: nested 50,000 deep", T, TRAIN, prepare=config(text="model: " + "[" * 50_000)),
+        k("train", "model.levels: 2 on 256-level data", T, TRAIN,
+          prepare=config(setting("model", "levels", 2))),
+        k("train", "model.num_classes: 3 on 10-class data", T, TRAIN,
+          prepare=config(lambda c: c.update(model={**c["model"], "num_classes": 3},
+                                            data={**c["data"], "class_conditional": True}))),
+        bad_value("train", "num_samples", 10**9, "(sampled after training began)"),
+        k("train", "--data a folder YAML reads as a number (2024/)",
+          ["train", "c.yaml", "--output-dir", "r", "--data", "2024"], TRAIN,
+          prepare=both(BASE, lambda d: (d / "2024").mkdir() or shutil.copy(d / "mnist.npz", d / "2024")),
+          expect="ok", check=config_says("data.path", "2024"), may_change=("r", "r/**")),
+        # --- checkpoints
+        k("sample", "config.json: hidden 10^6 (terabytes of weights)", S, CKPT,
+          prepare=edit_json("ckpt/config.json", lambda i: i["model"].update(hidden=10**6))),
+        k("sample", "config.json: num_layers 10^7", S, CKPT,
+          prepare=edit_json("ckpt/config.json", lambda i: i["model"].update(num_layers=10**7))),
+        k("sample", "config.json nested 100,000 deep", S, CKPT,
+          prepare=write("ckpt/config.json", "[" * 100_000)),
+        k("eval", "config.json: val_size of the wrong type", E, (*CKPT, "mnist.npz"),
+          prepare=edit_json("ckpt/config.json", lambda i: i.update(val_size="all"))),
+        k("sample", "weights stored as int32", S, CKPT, prepare=weights_as("int32")),
+        k("sample", "weights stored as complex64", S, CKPT, prepare=weights_as("complex64")),
+        k("sample", "safetensors header length 2^62", S, CKPT, prepare=safetensors_header(b"{}", 2**62)),
+        k("sample", "safetensors header claiming 2^40 values", S, CKPT, prepare=safetensors_header(json.dumps(
+            {"head.bias": {"dtype": "F32", "shape": [2**40], "data_offsets": [0, 2**42]}}).encode())),
+        k("sample", "--checkpoint a run directory", ["sample", "-c", "run"], ("run",)),
+        k("sample", "--checkpoint a training checkpoint", ["sample", "-c", "run/checkpoints/step_00000002"],
+          ("run",)),
+        # --- outputs
+        k("complete", "--out is the --image", [*C, "-i", "digit.png", "--out", "digit.png"], IMG),
+        k("complete", "--out-dir would overwrite an input", [*C, "-i", "digit.png", "-i", "digit_0.png",
+                                                             "--out-dir", "."], IMG,
+          prepare=lambda d: shutil.copy(d / "digit.png", d / "digit_0.png")),
+        k("complete", "--mask is --out", [*K, "--mask", "mask.png", "--out", "mask.png"], (*IMG, "mask.png")),
+        k("sample", "--out of 255 bytes (the longest name)", [*S, "--out", "x" * 251 + ".png"], CKPT,
+          expect="ok", check=files_named("x" * 251 + ".png")),
+        k("sample", "--out of 256 bytes", [*S, "--out", "x" * 252 + ".png"], CKPT),
+        k("complete", "--out-dir sample names of 256 bytes", [*C, "-i", f"{long_stem}.png", "--out-dir", "o"],
+          IMG, prepare=lambda d: shutil.copy(d / "digit.png", d / f"{long_stem}.png")),
+        k("complete", "--animate over the --image", [*C, "-i", "digit.png", "--animate", "digit.png"], IMG),
+        k("sample", "--animate x.jpg (not an animation format)", [*S, "--animate", "x.jpg"], CKPT),
+        k("sample", "--animate of 256 bytes", [*S, "--animate", "x" * 252 + ".gif"], CKPT),
+        k("explain", "explain nll --out over its --image",
+          ["explain", "nll", "-c", "ckpt", "-i", "digit.png", "--out", "digit.png"], IMG),
+        k("explain", "explain nll of a damaged image", ["explain", "nll", "-c", "ckpt", "-i", "noise.png"],
+          (*CKPT, "noise.png")),
+        k("explain", "explain attention of a PixelCNN",
+          ["explain", "attention", "-c", "ckpt", "-i", "digit.png", "-p", "1,1"], IMG),
+        k("explain", "explain receptive-field --pixel beyond the image",
+          ["explain", "receptive-field", "-c", "ckpt", "-p", "99,1"], CKPT),
+        # --- run directories
+        k("train", "run.lock is a link to a file outside the run", resume, RUN,
+          prepare=both(copy_config, link("run/run.lock", "victim.txt")), rundir=True),
+        k("train", "metrics.jsonl is a link to a file outside the run", resume, RUN,
+          prepare=both(copy_config, link("run/metrics.jsonl", "victim.jsonl")), rundir=True),
+        k("train", "metrics.jsonl is a FIFO", resume, RUN,
+          prepare=both(copy_config, lambda d: (d / "run" / "metrics.jsonl").unlink(),
+                       mkfifo("run/metrics.jsonl")), rundir=True),
+        k("train", "--resume with data of another shape (12x12)", [*resume, "--data", "wide.npz"], RUN,
+          prepare=both(copy_config, lambda d: tiny_mnist(d / "wide.npz", size=12)), rundir=True),
+        k("train", "--resume with other images of the same shape", [*resume, "--data", "other.npz"], RUN,
+          prepare=both(copy_config, lambda d: tiny_mnist(d / "other.npz", n_train=80)), rundir=True),
+        k("train", "--resume of a run whose final export was cut short",
+          ["train", "c.yaml", "--output-dir", "run", "--resume"], RUN,
+          prepare=both(copy_config, lambda d: shutil.rmtree(d / "run" / "model")), expect="ok",
+          check=exported_at(2), may_change=("run", "run/**"), rundir=True),
+        k("train", "--resume of a checkpoint with a crafted generator state (valid manifest)", resume, RUN,
+          prepare=both(copy_config, rewrite_state(cpu)), rundir=True),
+        k("train", "--resume of a checkpoint with crafted optimizer betas (valid manifest)", resume, RUN,
+          prepare=both(copy_config, rewrite_state(betas)), rundir=True),
+        k("complete", "two writers into one --out-dir", [*C, "-i", "digit.png", "-n", "4", "--out-dir", "o"],
+          IMG, expect="ok", runner=two_at_once, may_change=("o", "o/*", "completions.png")),
+    ]
 
 
 def bad_value(section: str, key: str, value, note: str = "") -> Case:
@@ -643,6 +844,22 @@ def faults() -> list[Case]:
           prepare=big_run,
           expect="fault", runner=kill_while_writing, check=run_is_sound, may_change=("run", "run/**"),
           rundir=True),
+        k("sample", "SIGTERM while sampling", ["sample", "-c", "ckpt", "-n", "3000", "--decoder", "reference",
+                                                "--out", "out.png"],
+          CKPT, prepare=old_output(), expect="fault", runner=signal_while_busy(signal.SIGTERM),
+          check=all_of(exit_code(143), no_temporaries)),
+        k("sample", "SIGTERM while writing --out", ["sample", "-c", "ckpt", "-n", "3000", "--out", "out.png"],
+          CKPT, prepare=old_output(), expect="fault", runner=signal_while_writing(signal.SIGTERM),
+          check=all_of(exit_code(143), no_temporaries)),
+        *(k("train", f"{what} while saving a checkpoint (resume after)",
+            ["train", "c.yaml", "--output-dir", "run", "--resume", "--max-steps", "4"],
+            ("bigrun", "big.yaml", "mnist.npz"), prepare=big_run, expect="fault",
+            runner=signal_while_writing(sig), check=all_of(exit_code(code), no_temporaries, run_is_sound),
+            may_change=("run", "run/**"), rundir=True)
+          for what, sig, code in (("SIGTERM", signal.SIGTERM, 143), ("Ctrl-C", signal.SIGINT, 130))),
+        k("train", "disk full while writing a sample grid", T, TRAIN,
+          prepare=config(lambda c: c["train"].update(sample_every=1)), expect="fault", fsize=3000,
+          check=exit_code(1), may_change=("r", "r/*", "r/**")),
         k("train", "two trainers on one run directory", ["train", "c.yaml", "--output-dir", "run"],
           ("tiny.yaml", "mnist.npz"), prepare=copy_config, expect="any", runner=two_at_once,
           check=one_refused, may_change=("run", "run/**"), rundir=True),

@@ -32,6 +32,10 @@ def _one_line_error(fn, match):
     ({"model": {"name": "gated_pixelcnn", "channels": 1, "image_size": 4, "hidden": "x"}},
      "does not describe a model"),
     ([1, 2], "no model section"),
+    ({"model": {"name": "gated_pixelcnn", "channels": 1, "image_size": 4}, "val_size": "x"},
+     "config.json: val_size must be null or an integer >= 0"),  # metadata eval passes on to the data
+    ({"model": {"name": "gated_pixelcnn", "channels": 1, "image_size": 4}, "dataset": ["mnist"]},
+     "config.json: dataset must be null or a string"),
 ])
 def test_a_bad_config_json_is_one_line(tmp_path, config, match):
     checkpoint.save(_model(), tmp_path / "c")
@@ -132,3 +136,66 @@ def test_publish_replaces_a_plain_folder_and_falls_back_without_symlinks(tmp_pat
     checkpoint.publish(_model(), tmp_path / "model", step=3)
     assert not (tmp_path / "model").is_symlink() and checkpoint.read_info(tmp_path / "model")["step"] == 3
     assert not [p for p in tmp_path.iterdir() if ".tmp-" in p.name]
+
+
+def _edited(tmp_path, **changes):
+    checkpoint.save(_model(), tmp_path / "c")
+    info = json.loads((tmp_path / "c" / "config.json").read_text())
+    info["model"].update(changes)
+    (tmp_path / "c" / "config.json").write_text(json.dumps(info))
+    return tmp_path / "c"
+
+
+def test_enormous_sizes_in_config_json_allocate_nothing(tmp_path):
+    wide = _edited(tmp_path / "wide", hidden=100_000)  # terabytes of weights: refused, not allocated
+    _one_line_error(lambda: checkpoint.load(wide), r"match config.json \(.* is \(8, 1, 3, 7\), not \(2")
+
+
+def test_a_deep_config_json_is_stopped_at_the_size_of_its_weights(tmp_path):
+    deep = _edited(tmp_path / "deep", num_layers=20_000)  # would take minutes and GBs to build
+    _one_line_error(lambda: checkpoint.load(deep), r"a model of over \d+ parameter tensors; the weights file")
+
+
+@pytest.mark.parametrize("dtype", [torch.int32, torch.bool, torch.complex64])
+def test_weights_of_another_kind_are_refused(tmp_path, dtype):
+    from safetensors.torch import load_file, save_file
+
+    checkpoint.save(_model(), tmp_path / "c")
+    weights = tmp_path / "c" / "model.safetensors"
+    save_file({k: v.to(dtype) for k, v in load_file(weights).items()}, weights)
+    _one_line_error(lambda: checkpoint.load(tmp_path / "c"), f"holds {str(dtype)[6:]}, not floating values")
+
+
+def test_a_deeply_nested_config_json_is_one_line(tmp_path):
+    checkpoint.save(_model(), tmp_path / "c")
+    (tmp_path / "c" / "config.json").write_text("[" * 100_000)
+    _one_line_error(lambda: checkpoint.load(tmp_path / "c"), "nested too deeply")
+
+
+def test_a_run_or_its_training_checkpoint_is_pointed_to_its_model(tmp_path):
+    (tmp_path / "run" / "checkpoints" / "step_00000003").mkdir(parents=True)
+    (tmp_path / "run" / "config.yaml").write_text("model: {name: pixelcnn}\n")
+    (tmp_path / "run" / "checkpoints" / "step_00000003" / "trainer.json").write_text("{}")
+    says = f"give its run's model folder, {tmp_path / 'run' / 'model'}"
+    for given in (tmp_path / "run", tmp_path / "run" / "checkpoints" / "step_00000003"):
+        _one_line_error(lambda g=given: checkpoint.load(g), says)
+
+
+def test_a_folder_put_back_when_its_replacement_is_interrupted(tmp_path, monkeypatch):
+    from imagegen import durable
+
+    checkpoint.save(_model(), tmp_path / "c", step=1)
+    before = snapshot(tmp_path / "c")
+    real, calls = os.replace, []
+
+    def replace(src, dst):  # Ctrl-C after the old folder was moved aside, before the new one moved in
+        calls.append(dst)
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        real(src, dst)
+
+    monkeypatch.setattr(durable.os, "replace", replace)
+    with pytest.raises(KeyboardInterrupt):
+        checkpoint.save(_model(hidden=8), tmp_path / "c", step=2)
+    monkeypatch.undo()
+    assert snapshot(tmp_path / "c") == before and [p.name for p in tmp_path.iterdir()] == ["c"]

@@ -5,7 +5,9 @@ one ``error:`` line whose hints name options the command has, the exit codes 0/1
 from __future__ import annotations
 
 import errno
+import os
 import re
+import shutil
 
 import numpy as np
 import pytest
@@ -93,6 +95,8 @@ def test_numeric_options_are_range_checked(command, args, says, ckpt, digit, tmp
     (["--out-dir", "f"], "is a file"),
     (["--out-dir", "f/d"], "is a file, not a directory"),
     (["--out-dir", "o", "--out", "o/digit_0.png"], "also the name of a sample in --out-dir"),
+    (["--out", "digit.png"], "--out digit.png is one of the input images"),  # would replace the input
+    (["--out", "x" * 252 + ".png"], "256 bytes long, more than the 255"),  # found before, not after, work
     (["--mask", "big.png"], "or pass --resize"),
     (["--keep-fraction", "0.5"], "exactly one of"),
     (["--device", "cuda:7"], "--device cpu"),
@@ -222,3 +226,94 @@ def test_usage_errors_are_one_line(ckpt):
     assert code == 2
     assert stderr.strip().splitlines() == ["error: No such option '--nmu'. (Did you mean one of: '--num', "
                                            "'--out'?) (see `main sample --help`)"]
+
+
+def test_out_dir_never_overwrites_an_input(ckpt, digit, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    Image.new("L", (8, 8), 9).save(tmp_path / "digit_0.png")  # the name of digit.png's first sample
+    before = {p.name: p.read_bytes() for p in tmp_path.iterdir() if p.is_file()}
+    code, stderr, _ = run("complete", "-c", ckpt, "-i", "digit.png", "-i", "digit_0.png", "--keep-rows", "4",
+                          "-n", "1", "--out-dir", ".")
+    assert code == 2
+    assert_one_error_line("complete", stderr, "--out-dir . would overwrite the input digit_0.png")
+    assert {p.name: p.read_bytes() for p in tmp_path.iterdir() if p.is_file()} == before
+
+
+def test_the_longest_names_the_file_system_takes_are_written(ckpt, digit, tmp_path):
+    longest = tmp_path / ("x" * 251 + ".png")  # 255 bytes: its temporary must fit too
+    code, stderr, _ = run("sample", "-c", ckpt, "-n", "1", "--out", longest)
+    assert code == 0, stderr
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []
+    stem = tmp_path / ("y" * 250 + ".png")
+    shutil.copy(digit, stem)
+    code, stderr, _ = run("complete", "-c", ckpt, "-i", stem, "--keep-rows", "4", "-n", "1",
+                          "--out", tmp_path / "c.png", "--out-dir", tmp_path / "o")
+    assert code == 2  # y..y_0.png would be 256 bytes
+    assert_one_error_line("complete", stderr, "--out-dir: the file name yyyy")
+    assert not (tmp_path / "o").exists() and not (tmp_path / "c.png").exists()
+
+
+def test_data_is_a_path_not_yaml(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "2024").mkdir()  # YAML reads 2024 as a number, null as None, true as True
+    tiny_mnist(tmp_path / "2024" / "mnist.npz")
+    (tmp_path / "c.yaml").write_text("model: {name: gated_pixelcnn, hidden: 4, num_layers: 1}\n"
+                                     "data: {name: mnist, val_size: 8}\ntrain: {batch_size: 4}\n")
+    code, stderr, _ = run("train", "c.yaml", "--data", "2024", "--max-steps", "1", "--output-dir", "r")
+    assert code == 0, stderr
+    assert "path: '2024'" in (tmp_path / "r" / "config.yaml").read_text()
+
+
+def test_a_failed_write_exits_1_naming_the_file(ckpt, tmp_path):
+    from tests.hazards import disk_full_after
+
+    out = tmp_path / "s.png"
+    with disk_full_after(2000):
+        code, stderr, _ = run("sample", "-c", ckpt, "-n", "16", "--out", out)
+    assert code == 1
+    assert_one_error_line("sample", stderr, f"cannot write {out}: File too large (the disk is full")
+    assert [p.name for p in tmp_path.iterdir()] == ["ckpt"]
+
+
+SIGTERM_DURING_WRITE = """
+import os, signal, sys
+from imagegen import durable
+from imagegen.cli import main
+durable.fsync = lambda path: os.kill(os.getpid(), signal.SIGTERM)  # the temporary is written, not renamed
+main(sys.argv[1:])
+"""
+
+
+def test_sigterm_unwinds_like_ctrl_c(ckpt, tmp_path):
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    out = tmp_path / "s.png"
+    Image.new("L", (3, 3), 7).save(out)
+    before = out.read_bytes()
+    root = Path(__file__).resolve().parent.parent
+    done = subprocess.run([sys.executable, "-c", SIGTERM_DURING_WRITE, "sample", "-c", str(ckpt), "-n", "1",
+                           "--out", str(out)], capture_output=True, text=True, timeout=300,
+                          env={**os.environ, "PYTHONPATH": str(root)})
+    assert done.returncode == 143, done.stderr
+    assert done.stderr.strip().splitlines() == ["error: terminated (SIGTERM)"]
+    assert out.read_bytes() == before and sorted(p.name for p in tmp_path.iterdir()) == ["ckpt", "s.png"]
+
+
+@pytest.mark.parametrize("command, args", [
+    ("complete", ["--keep-rows", "4", "--animate", "digit.png"]),
+    ("complete", ["--keep-rows", "4", "--out-dir", "o", "--animate", "o/digit_0.png"]),
+    ("explain", ["--out", "digit.png"]),
+], ids=["--animate over --image", "--animate over an --out-dir sample", "explain nll --out over --image"])
+def test_animations_and_pictures_never_replace_an_input_or_a_sample(command, args, ckpt, digit, tmp_path,
+                                                                     monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    before = {p.name: p.read_bytes() for p in tmp_path.iterdir() if p.is_file()}
+    head = ["explain", "nll"] if command == "explain" else [command, "-n", "1"]
+    code, stderr, _ = run(*head, "-c", ckpt, "-i", "digit.png", *args)
+    assert code == 2, stderr
+    lines = stderr.strip().splitlines()
+    assert len(lines) == 1 and ("is one of the input images" in lines[0] or "name of a sample" in lines[0])
+    assert {p.name: p.read_bytes() for p in tmp_path.iterdir() if p.is_file()} == before
+    assert not (tmp_path / "o").exists()

@@ -45,6 +45,7 @@ def load(*overrides: str):
     ("data.path=5", "data.path", "a string"),
     ("data.download=1", "data.download", "true or false"),
     ("model.name=pixelgan", "model.name", "one of"),
+    ("train.num_samples=1000000000", "train.num_samples", "<= 10000"),  # sampled after training began
 ])
 def test_bad_values_are_one_line_naming_the_key(override, key, says):
     with pytest.raises(ConfigError) as e:
@@ -101,3 +102,29 @@ def test_override_into_a_section_that_is_not_a_mapping(tmp_path):
     path.write_text("model: {name: pixelcnn}\ntrain: 5\n")
     with pytest.raises(ConfigError, match="the train section is not a mapping"):
         load_config(path, ["train.lr=1"])
+
+
+def _alias_bomb(levels: int, indent: str) -> str:
+    """A YAML list of nested aliases: a few hundred bytes expanding to 9**levels strings (billion laughs)."""
+    lines = ['- &a0 ["laugh", "laugh", "laugh", "laugh", "laugh", "laugh", "laugh", "laugh", "laugh"]']
+    lines += [f"- &a{k} [" + ", ".join([f"*a{k - 1}"] * 9) + "]" for k in range(1, levels + 1)]
+    return "".join(f"{indent}{line}\n" for line in lines)
+
+
+@pytest.mark.parametrize("head, indent", [("model: {name: pixelcnn}\ntrain:\n  lr:\n", "    "),
+                                          ("model:\n  name:\n", "    "),
+                                          ("model: {name: pixelcnn}\ntrain:\n", "  ")],
+                         ids=["train.lr", "model.name", "the train section"])
+def test_a_yaml_alias_bomb_is_one_short_line(tmp_path, head, indent):
+    path = tmp_path / "c.yaml"
+    path.write_text(head + _alias_bomb(6, indent))  # 531,441 strings: a repr of megabytes (9 levels: GBs)
+    with pytest.raises(ConfigError) as e:
+        load_config(path)
+    assert "\n" not in str(e.value) and len(str(e.value)) < 400, str(e.value)[:400]
+
+
+def test_deep_nesting_is_one_line(tmp_path):
+    path = tmp_path / "c.yaml"
+    path.write_text("model: " + "[" * 50_000)
+    with pytest.raises(ConfigError, match="nested too deeply"):
+        load_config(path)

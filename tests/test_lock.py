@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from imagegen.errors import ImagegenError
 from imagegen.lock import NAME, RunBusyError, RunLock
 
 HOLD = ("import sys, time; sys.path.insert(0, sys.argv[1]); from imagegen.lock import RunLock; "
@@ -80,3 +81,23 @@ def test_holder_names_a_live_holder_and_writes_nothing(tmp_path):
     lock.release()
     (tmp_path / NAME).write_text(json.dumps({"pid": 1, "host": "h"}))  # left by a killed trainer
     assert RunLock.holder(tmp_path) is None
+
+
+def test_a_lock_file_that_is_a_symlink_is_refused_and_its_target_left_alone(tmp_path):
+    victim = tmp_path / "victim.txt"
+    victim.write_text("precious")
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / NAME).symlink_to(victim)  # a run directory from elsewhere, crafted or careless
+    with pytest.raises(ImagegenError, match="is a symbolic link") as e:
+        RunLock.acquire(run)
+    assert "\n" not in str(e.value)
+    assert RunLock.holder(run) is None
+    assert victim.read_text() == "precious"
+
+
+def test_a_lock_file_that_is_a_fifo_is_refused_without_blocking(tmp_path):
+    os.mkfifo(tmp_path / NAME)
+    with pytest.raises(ImagegenError, match="not a plain file"):
+        RunLock.acquire(tmp_path)
+    assert RunLock.holder(tmp_path) is None  # an open() for reading alone would block on it

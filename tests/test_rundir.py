@@ -285,3 +285,144 @@ def test_a_pickle_payload_in_a_run_of_earlier_versions_runs_nothing(data, tmp_pa
         Trainer(_dropout_config(data), run, resume=True, show_progress=False)
     assert "\n" not in str(e.value) and not marker.exists()
     assert snapshot(run) == before
+
+
+def test_logs_are_never_read_or_appended_through_a_link(data, finished, tmp_path):
+    run = _copy(finished, tmp_path / "run")
+    victim = tmp_path / "victim.jsonl"
+    victim.write_bytes((run / "metrics.jsonl").read_bytes())  # a log it would happily append to
+    (run / "metrics.jsonl").unlink()
+    (run / "metrics.jsonl").symlink_to(victim)
+    before = snapshot(run)
+    with pytest.raises(ImagegenError, match="not a plain file") as e:
+        _resume(data, run)
+    assert "\n" not in str(e.value)
+    assert snapshot(run) == before and victim.read_bytes() == (finished / "metrics.jsonl").read_bytes()
+
+
+def test_resume_refuses_data_of_another_shape_or_other_images(data, finished, tmp_path):
+    run = _copy(finished, tmp_path / "run")
+    before = snapshot(run)
+    wider = tiny_mnist(tmp_path / "wide.npz", size=12)  # a gated PixelCNN's weights fit any image size
+    with pytest.raises(ImagegenError, match=r"image_size \[8, 8\] then, \[12, 12\] now"):
+        Trainer(tiny_config(wider, max_steps=8, sample_every=3), run, resume=True, show_progress=False)
+    other = tiny_mnist(tmp_path / "other.npz", seed=1)  # the same shape, other images
+    with pytest.raises(ImagegenError, match="does not hold the images the run trained on"):
+        Trainer(tiny_config(other, max_steps=8, sample_every=3), run, resume=True, show_progress=False)
+    assert snapshot(run) == before
+    moved = tmp_path / "moved.npz"
+    shutil.copy(data, moved)  # the same images elsewhere: data.path may change
+    Trainer(tiny_config(moved, max_steps=8, sample_every=3), run, resume=True, show_progress=False).close()
+
+
+def test_a_run_whose_last_export_was_cut_short_is_exported_again(data, finished, tmp_path):
+    run = _copy(finished, tmp_path / "run")
+    (run / "model").unlink()  # killed after its last checkpoint, before the model was published
+    trainer = _resume(data, run, max_steps=6)
+    assert any("export was cut short" in n for n in trainer.notes)
+    assert trainer.fit() == {"step": 6, "eval_bpd": checkpoint.read_info(finished / "model")["eval_bpd"]}
+    assert checkpoint.read_info(run / "model")["step"] == 6
+    exported, expected = (load_file(r / "model" / "model.safetensors") for r in (run, finished))
+    assert exported.keys() == expected.keys()
+    assert all(torch.equal(v, expected[k]) for k, v in exported.items())
+    with pytest.raises(ImagegenError, match="at step 6 already"):
+        _resume(data, run, max_steps=6)
+
+
+def _rewrite_latest(run: Path, edit) -> None:
+    """Change the state in the run's newest checkpoint with ``edit(state)`` and write it back whole (a
+    valid manifest: what a crafted run directory would hold)."""
+    from imagegen import runstate
+
+    latest = runstate.list_checkpoints(run / "checkpoints")[-1]
+    state = runstate.read(latest)
+    edit(state)
+    shutil.rmtree(latest)
+    runstate.write(run / "checkpoints", state)
+
+
+def _betas(state):
+    state.optimizer["param_groups"][0]["betas"] = ("x", 0.5)
+
+
+def _integer_moments(state):
+    moments = state.optimizer["state"][0]
+    moments["exp_avg"] = moments["exp_avg"].long()
+
+
+HOSTILE_STATES = {
+    "a generator state of another length": lambda s: s.rng.update(cpu=s.rng["cpu"][:, :100]),
+    "a generator state that is not uint8 rows": lambda s: s.rng.update(cpu=s.rng["cpu"][0].float()),
+    "optimizer betas that are not numbers": _betas,
+    "integer optimizer moments": _integer_moments,
+    "EMA weights that are not tensors": lambda s: setattr(s, "ema", {"n_averaged": "x"}),
+}
+
+
+@pytest.mark.parametrize("edit", HOSTILE_STATES.values(), ids=HOSTILE_STATES.keys())
+def test_a_crafted_training_state_is_one_line_and_changes_nothing(data, finished, tmp_path, edit):
+    run = _copy(finished, tmp_path / "run")
+    for older in (run / "checkpoints").glob("step_00000003"):
+        shutil.rmtree(older)  # no checkpoint to fall back on
+    _rewrite_latest(run, edit)
+    before = snapshot(run)
+    with pytest.raises(ImagegenError) as e:
+        _resume(data, run)
+    assert "\n" not in str(e.value), str(e.value)
+    assert snapshot(run) == before
+
+
+def test_the_loser_of_two_new_runs_is_told_who_holds_the_directory(data, tmp_path, monkeypatch):
+    from imagegen.lock import RunLock
+
+    run = tmp_path / "run"
+    run.mkdir()
+    winner = RunLock.acquire(run)  # started a moment earlier: it holds the lock and wrote its config
+    (run / "config.yaml").write_text("model: {name: gated_pixelcnn}\n")
+    holder, calls = RunLock.holder, []  # the first look finds no holder: it took the lock just after
+    monkeypatch.setattr(RunLock, "holder", lambda d: holder(d) if calls.append(d) or len(calls) > 1 else None)
+    with pytest.raises(RunBusyError, match="in use by pid"):  # not "pass --resume": it is still training
+        Trainer(tiny_config(data), run, show_progress=False)
+    winner.release()
+
+
+def test_a_log_that_is_a_fifo_is_refused_without_blocking(tmp_path):
+    import os
+    import threading
+
+    from imagegen import rundir
+
+    fifo = tmp_path / "metrics.jsonl"
+    os.mkfifo(fifo)
+    writer = threading.Timer(2.0, lambda: os.close(os.open(fifo, os.O_WRONLY)))  # unblocks a blocked reader
+    writer.start()
+    try:
+        with pytest.raises(ImagegenError, match="not a plain file"):
+            rundir.read_log(fifo)
+    finally:
+        writer.cancel()
+
+
+KILLED_WRITING_A_GRID = """
+import os, sys, torch
+from imagegen import imageio
+os.replace = lambda src, dst: os._exit(9)  # killed with the grid written to its temporary, not renamed
+imageio.save_grid(torch.zeros(1, 1, 4, 4, dtype=torch.long), sys.argv[1])
+"""
+
+
+def test_a_grid_cut_short_leaves_a_temporary_the_next_trainer_clears(tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    from imagegen import rundir
+
+    run = tmp_path / "run"
+    (run / "samples").mkdir(parents=True)
+    grid = run / "samples" / "step_00000003.png"
+    killed = subprocess.run([sys.executable, "-c", KILLED_WRITING_A_GRID, str(grid)],
+                            env={**os.environ, "PYTHONPATH": str(Path(__file__).parent.parent)})
+    assert killed.returncode == 9
+    assert len(list((run / "samples").iterdir())) == 1  # the temporary
+    assert len(rundir.remove_temporaries(run)) == 1 and not list((run / "samples").iterdir())

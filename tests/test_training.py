@@ -212,6 +212,20 @@ def test_a_diverged_run_stops_before_saving_broken_weights(tmp_path, monkeypatch
     assert [p.name for p in trainer.checkpoints()] == ["step_00000001", "step_00000002"]
 
 
+@pytest.mark.parametrize("model, says", [
+    ({"levels": 2}, "model.levels is 2 but the data has 256 levels"),
+    ({"num_classes": 3}, "model.num_classes is 3 but the data's labels go up to 9"),
+])
+def test_a_model_smaller_than_its_data_is_refused_before_the_run_starts(data, tmp_path, model, says):
+    from imagegen.errors import ConfigError
+
+    config = tiny_config(data)
+    config.model.update(model)  # would fail at the first step: an index beyond the head or the embedding
+    with pytest.raises(ConfigError, match=says):
+        Trainer(config, tmp_path / "run", show_progress=False)
+    assert not (tmp_path / "run").exists()
+
+
 def test_the_best_eval_is_exported_as_best_and_patience_stops_the_run(data, tmp_path, monkeypatch):
     """RUN/best holds the eval weights of the lowest eval so far; with train.patience the run stops after
     that many evals without a new best, and a resume of the stopped run trains nothing more."""

@@ -167,3 +167,14 @@ def test_bench_transformer_quick():
     assert "machine: " in out and f"torch {torch.__version__}" in out
     for text in ("| fp32 |", "| bf16 |", "cached decoder", "| reference |", "| sdpa |"):
         assert text in out, text
+
+
+@pytest.mark.parametrize("name", ["transformer_1d", "transformer_2d"])
+def test_a_model_first_used_for_sampling_still_trains(name):
+    """The layout a transformer caches on its first call may be made under inference mode (sampling
+    first); it must not be an inference tensor that a later backward pass cannot save."""
+    model = make(name, 1)
+    sample(model, 1, seed=0)
+    x = torch.randint(0, K, (2, 1, H, W))
+    model(x).logsumexp(-1).mean().backward()
+    assert all(p.grad is not None for p in model.parameters() if p.requires_grad)

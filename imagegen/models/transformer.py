@@ -289,19 +289,22 @@ class ImageTransformer(AutoregressiveModel):
     def layout(self, C: int, H: int, W: int, device: torch.device | str = "cpu"
                ) -> tuple[torch.Tensor | None, torch.Tensor | None, LocalPattern]:
         """``(order, rank, pattern)`` for ``C x H x W`` images: the generation order and its inverse
-        (None for raster order) and the local-attention pattern in generation-order positions."""
+        (None for raster order) and the local-attention pattern in generation-order positions.
+        Made outside inference mode even when first asked for while sampling: the cached index
+        tensors are saved for backward by every later training step."""
         key = (C, H, W, str(device))
         if key not in self._layouts:
-            if self.attention == "1d":
-                order = rank = None
-                pattern = local_1d_pattern(C * H * W, self.block_length, self.memory_length)
-            else:
-                order, pattern = local_2d_pattern(H, W * C, self.query_shape, self.memory_flange)
-                rank = torch.empty_like(order)
-                rank[order] = torch.arange(len(order))
-                order, rank = order.to(device), rank.to(device)
-            self._layouts[key] = (order, rank, pattern.to(device))
+            with torch.inference_mode(False):
+                self._layouts[key] = self._make_layout(C, H, W, device)
         return self._layouts[key]
+
+    def _make_layout(self, C: int, H: int, W: int, device: torch.device | str):
+        if self.attention == "1d":
+            return None, None, local_1d_pattern(C * H * W, self.block_length, self.memory_length).to(device)
+        order, pattern = local_2d_pattern(H, W * C, self.query_shape, self.memory_flange)
+        rank = torch.empty_like(order)
+        rank[order] = torch.arange(len(order))
+        return order.to(device), rank.to(device), pattern.to(device)
 
     def generation_order(self, channels: int, height: int, width: int) -> torch.Tensor:
         """Raster (1D); block by block, raster inside each block of the sub-pixel grid (2D)."""
