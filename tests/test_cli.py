@@ -60,11 +60,20 @@ def test_eval_prints_the_library_bits_per_dim(ckpt, tmp_path):
     for split in ("val", "test"):
         code, output = run("eval", "--checkpoint", ckpt, "--data", data, "--split", split)
         assert code == 0, output
+        assert output.startswith("class-conditional bits/dim ")  # the fixture is class-conditional
         printed = float(re.search(r"bits/dim ([0-9.]+)", output).group(1))
         d = load_dataset("mnist", data, split)
         assert f"mnist {split}, {len(d)} images" in output
         expected = bits_per_dim(checkpoint.load(ckpt), d.images, d.labels)
         assert abs(printed - expected) < 1e-4
+
+
+def test_eval_says_conditional_only_for_conditional_models(tmp_path):
+    torch.manual_seed(0)
+    plain = checkpoint.save(build_model("gated_pixelcnn", channels=1, image_size=8, hidden=4, num_layers=2),
+                            tmp_path / "plain", dataset="mnist")
+    code, output = run("eval", "--checkpoint", plain, "--data", tiny_mnist(tmp_path / "m.npz"))
+    assert code == 0 and output.startswith("bits/dim "), output
 
 
 def test_train_then_resume_from_the_cli(tmp_path):

@@ -10,7 +10,7 @@ import torch
 
 from imagegen import checkpoint
 from imagegen.data.pairs import area_downsample
-from imagegen.models import available_models, build_model
+from imagegen.models import attention, available_models, build_model
 from imagegen.sampling import sample
 from tests.causality import check_causal, input_gradients
 from tests.decoding import check_cached_matches_reference
@@ -89,15 +89,26 @@ def test_same_seed_same_samples_from_both_decoders(name, channels):
 
 
 @pytest.mark.parametrize("name", list(LOCAL))
-def test_kernels_give_the_same_logits(name):
+def test_kernels_give_the_same_logits(name, monkeypatch):
+    """The model with the reference kernel against the same model with SDPA. Each kernel is spied on:
+    a model that ignored ``model.kernel`` would compare SDPA with itself."""
+    calls = []
+    for kernel, fn in list(attention._KERNEL_FUNCS.items()):
+        monkeypatch.setitem(attention._KERNEL_FUNCS, kernel,
+                            lambda *args, kernel=kernel, fn=fn: calls.append(kernel) or fn(*args))
+
+    def logits(kernel):
+        model.kernel = kernel
+        calls.clear()
+        out = model(x)
+        assert set(calls) == {"reference" if kernel == "reference" else "sdpa"}, (kernel, calls)
+        return out
+
     model = make(name, 3, num_layers=2)
     x = torch.randint(0, K, (2, 3, H, W))
-    model.kernel = "reference"
-    ref = model(x)
-    model.kernel = "sdpa"
-    torch.testing.assert_close(model(x), ref, atol=1e-5, rtol=1e-5)
-    model.kernel = "auto"  # sdpa on CPU
-    torch.testing.assert_close(model(x), ref, atol=1e-5, rtol=1e-5)
+    ref = logits("reference")
+    torch.testing.assert_close(logits("sdpa"), ref, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(logits("auto"), ref, atol=1e-5, rtol=1e-5)  # sdpa on CPU
     with torch.autocast("cpu", dtype=torch.bfloat16):
         assert torch.isfinite(model(x)).all()
 

@@ -241,7 +241,11 @@ class UpscalingGatedPixelCNN(GatedPixelCNN):
 
     name = "gated_pixelcnn_sr"
 
-    def __init__(self, *, upscale_factor: int = 4, cond_features: int = 32, cond_layers: int = 3, **gated):
+    def __init__(self, *, upscale_factor: int = 4, cond_features: int = 32, cond_layers: int = 3,
+                 num_classes: int | None = None, **gated):
+        if num_classes:
+            raise ValueError("gated_pixelcnn_sr conditions on a low-resolution image, not on class labels: "
+                             "leave num_classes unset")
         super().__init__(**gated)
         check_ints(1, upscale_factor=upscale_factor, cond_features=cond_features, cond_layers=cond_layers)
         H, W = self.image_size
