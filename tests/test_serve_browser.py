@@ -105,6 +105,16 @@ def picture(section, name: str) -> tuple[np.ndarray, str]:
         return np.array(Image.open(io.BytesIO(response.read()))), url
 
 
+def on_pixel(driver, canvas, row: int, col: int, size: int = 28) -> ActionChains:
+    """Actions that start with the pointer on pixel ``(row, col)`` of ``canvas`` (showing ``size`` x
+    ``size`` pixels). The canvas is scrolled whole into view first: webdriver's offsets start at the
+    centre of the part of an element in view."""
+    driver.execute_script("arguments[0].scrollIntoView({block: 'center'})", canvas)
+    cell = canvas.size["height"] / size
+    return ActionChains(driver).move_to_element_with_offset(
+        canvas, round((col + 0.5 - size / 2) * cell), round((row + 0.5 - size / 2) * cell))
+
+
 def shot(driver, name: str) -> None:
     """With IMAGEGEN_SCREENSHOTS, write the page as it is now to ``serve_<name>.png`` there."""
     if not SHOTS:
@@ -142,9 +152,8 @@ def test_an_uploaded_digit_is_completed_keeping_rows_and_a_drawn_mask(browser, b
     section.find_element(By.CSS_SELECTOR, "input[type=file]").send_keys(str(DIGIT))
     WebDriverWait(browser, 30).until(lambda d: "Read mnist_test_0.png" in output(section).text)
     canvas = section.find_element(By.TAG_NAME, "canvas")
-    cell = canvas.size["width"] / 28  # drag along row 20, columns 10 to 16 (over the stroke): the 3-pixel
-    (ActionChains(browser).move_to_element_with_offset(canvas, round(-3.5 * cell), round(6.5 * cell))  # brush
-     .click_and_hold().move_by_offset(round(6 * cell), 0).release().perform())
+    cell = canvas.size["width"] / 28  # drag along row 20, columns 10 to 16 (over the stroke), a 3-pixel brush
+    on_pixel(browser, canvas, 20, 10).click_and_hold().move_by_offset(round(6 * cell), 0).release().perform()
     fill(section, num=2, seed=0)
     section.find_element(By.CSS_SELECTOR, "button.primary").click()
     assert wait_state(section, "done", "failed") == "done", output(section).text
@@ -209,9 +218,7 @@ def test_upscale_and_explain_draw_their_pictures(browser, base):
     canvas = section.find_element(By.TAG_NAME, "canvas")
     nll = (By.CSS_SELECTOR, "figure[data-what=nll]")
     WebDriverWait(browser, 60).until(lambda d: section.find_elements(*nll))
-    cell = canvas.size["height"] / 28  # the centre is the corner of pixel (14, 14): click inside (17, 14)
-    ActionChains(browser).move_to_element_with_offset(canvas, round(0.5 * cell), round(3.5 * cell)).click() \
-        .perform()
+    on_pixel(browser, canvas, 17, 14).click().perform()
     loaded = "return [...arguments[0].querySelectorAll('figure img')].filter(i => i.naturalWidth > 0).length"
     WebDriverWait(browser, 90).until(lambda d: d.execute_script(loaded, section) == 3)
     captions = [f.text for f in section.find_elements(By.CSS_SELECTOR, "figcaption")]
