@@ -11,7 +11,7 @@ queue refuses (429 this client is busy, 503 the queue is full) is retried after 
 
 At the end every client leaves the job it watches (the server stops it). Prints a markdown table:
 requests by outcome and HTTP status, latency of the finished ones, and the server's resident memory
-(RSS) after a warm-up, halfway, after the load, and its peak. Exits 1 if any
+(RSS) after a warm-up, every tenth of the run, after the load, and its peak. Exits 1 if any
 request got a 5xx, a connection error or an answer without a readable ``error``, if the server
 logged a traceback, or if it does not answer afterwards.
 """
@@ -21,6 +21,7 @@ from __future__ import annotations
 import argparse
 import collections
 import json
+import math
 import os
 import platform
 import re
@@ -78,6 +79,7 @@ class Tally:
         self.lock = threading.Lock()
         self.outcomes: collections.Counter = collections.Counter()
         self.latency: list[float] = []
+        self.refusal: list[float] = []
         self.problems: list[str] = []
 
     def add(self, outcome: str, seconds: float | None = None, problem: str | None = None) -> None:
@@ -107,6 +109,8 @@ def client(base: str, name: str, args, deadline: float, tally: Tally) -> None:
                           None if done or outcome.startswith("left") else f"{body['kind']} {outcome}")
             elif status in (429, 503) and answer.get("error"):
                 tally.add(f"refused {status}")
+                with tally.lock:
+                    tally.refusal.append(time.monotonic() - start)
                 time.sleep(1.0)
             else:
                 tally.add(f"HTTP {status}", problem=f"{status}: {answer}")
@@ -149,8 +153,10 @@ def main() -> int:
                    for c in range(args.clients)]
         for t in threads:
             t.start()
-        time.sleep(args.seconds / 2)
-        halfway = rss_mib(server.pid)
+        series = []  # the server's RSS at every tenth of the run
+        for k in range(1, 11):
+            time.sleep(max(0.0, start + k * args.seconds / 10 - time.monotonic()))
+            series.append(rss_mib(server.pid))
         for t in threads:
             t.join()
         elapsed = time.monotonic() - start
@@ -172,12 +178,16 @@ def main() -> int:
           f"load average at the start {load:.1f}; {args.clients} clients for {elapsed:.0f} s, "
           f"{args.checkpoint}, {args.num} images per request, queue {args.queue}, 1 worker")
     print(markdown_table(["outcome", "requests"], rows))
-    if lat:
-        print(f"\nfinished requests: latency median {statistics.median(lat):.1f} s, "
-              f"90th percentile {lat[int(0.9 * (len(lat) - 1))]:.1f} s, max {lat[-1]:.1f} s")
-    print(f"server RSS: {before:.0f} MiB after warm-up, {halfway:.0f} MiB halfway, {after:.0f} MiB after the "
-          f"load ({after - before:+.0f} MiB), peak {peak:.0f} MiB; answers afterwards: "
-          f"{'yes' if healthy else 'NO'}")
+    timings = (("finished requests (queue wait included)", lat), ("refusals", sorted(tally.refusal)))
+    for what, times in timings:
+        if times:
+            p90 = times[math.ceil(0.9 * len(times)) - 1]  # nearest rank
+            print(f"\n{what}: latency median {statistics.median(times):.3g} s, "
+                  f"90th percentile {p90:.3g} s, max {times[-1]:.3g} s")
+    print(f"server RSS: {before:.0f} MiB after warm-up, {after:.0f} MiB after the load "
+          f"({after - before:+.0f} MiB), peak {peak:.0f} MiB; every tenth of the run: "
+          f"{', '.join(f'{m:.0f}' for m in series)} MiB; "
+          f"answers afterwards: {'yes' if healthy else 'NO'}")
     tracebacks = log.count("Traceback")
     print(f"server log: {tracebacks} traceback(s)")
     for problem in tally.problems[:10]:
