@@ -169,6 +169,7 @@ def test_preview_reads_the_upload_as_the_model_will(served):
 BAD = [
     ({"kind": "draw"}, 400, "kind: choose sample, complete, upscale or explain"),
     ({"kind": "sample", "checkpoint": "/etc"}, 400, "is not served here"),
+    ({"kind": "sample"}, 400, "checkpoint: missing: choose one of"),
     ({"kind": "sample", "checkpoint": "px", "num": 17}, 400, "num: 17 is not in the range 1<=x<=16"),
     ({"kind": "sample", "checkpoint": "px", "temperature": "hot"}, 400, "temperature: 'hot' is not a number"),
     ({"kind": "sample", "checkpoint": "px", "seed": -1}, 400, "seed:"),

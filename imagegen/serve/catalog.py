@@ -57,8 +57,8 @@ class Catalog:
     def get(self, key: object) -> Served:
         served = self.served.get(key) if isinstance(key, str) else None
         if served is None:
-            raise Refused(400, f"checkpoint {key!r} is not served here: choose one of "
-                               f"{', '.join(self.served)}")
+            what = "checkpoint: missing" if key in (None, "") else f"checkpoint {key!r} is not served here"
+            raise Refused(400, f"{what}: choose one of {', '.join(self.served)}")
         return served
 
     def first(self, upscaler: bool) -> Served | None:
