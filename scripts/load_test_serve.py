@@ -28,6 +28,7 @@ import re
 import statistics
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 import urllib.error
@@ -52,7 +53,10 @@ def post(url: str, body: dict, client: str) -> tuple[int, dict]:
         with urllib.request.urlopen(request, timeout=60) as response:
             return response.status, json.loads(response.read())
     except urllib.error.HTTPError as e:
-        return e.code, json.loads(e.read() or b"{}")
+        try:
+            return e.code, json.loads(e.read())
+        except ValueError:  # not the JSON every answer of the server should be
+            return e.code, {}
 
 
 def watch(url: str, leave_early: bool, deadline: float = float("inf")) -> str:
@@ -130,14 +134,17 @@ def main() -> int:
         parser.error("--seconds: 1..600")
 
     load = os.getloadavg()[0]
+    errors = tempfile.TemporaryFile("w+")  # the server's log: a pipe nobody reads would block it when full
     server = subprocess.Popen([sys.executable, "-m", "imagegen.cli", "serve", "--checkpoint", args.checkpoint,
                                "--host", HOST, "--port", "0", "--queue", str(args.queue)],
-                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                              stdout=subprocess.PIPE, stderr=errors, text=True)
     try:
         line = server.stdout.readline()
         found = re.search(r"http://127\.0\.0\.1:(\d+)/", line)
         if not found:
-            print(f"the server did not start: {line}{server.stderr.read()}", file=sys.stderr)
+            server.wait(timeout=60)
+            errors.seek(0)
+            print(f"the server did not start: {line}{errors.read()}", file=sys.stderr)
             return 1
         base = f"http://{HOST}:{found.group(1)}"
         for body in ({"kind": "sample"}, {"kind": "complete", "digit": "mnist_test_0", "keep_rows": 14}):
@@ -162,12 +169,18 @@ def main() -> int:
         elapsed = time.monotonic() - start
         time.sleep(1.0)  # stopped jobs of pages that left finish their step
         after, peak = rss_mib(server.pid), rss_mib(server.pid, "VmHWM")
-        status, job = post(f"{base}/api/jobs", {"kind": "sample", "checkpoint": args.checkpoint, "num": 1},
-                           "afterwards")
-        healthy = status == 202 and watch(f"{base}/api/jobs/{job['id']}/events", False) == "done"
+        try:
+            body = {"kind": "sample", "checkpoint": args.checkpoint, "num": 1}
+            status, job = post(f"{base}/api/jobs", body, "afterwards")
+            healthy = status == 202 and watch(f"{base}/api/jobs/{job['id']}/events", False) == "done"
+        except Exception as e:  # no answer: said below, with what went wrong before
+            healthy = False
+            tally.add("afterwards: no answer", problem=f"afterwards: {type(e).__name__}: {e}")
     finally:
         server.terminate()
-        _, log = server.communicate(timeout=60)
+        server.communicate(timeout=60)
+        errors.seek(0)
+        log = errors.read()
 
     lat = sorted(tally.latency)
     rows = [[outcome, str(n)] for outcome, n in sorted(tally.outcomes.items())]
