@@ -134,7 +134,8 @@ def test_sampling_4_images_with_a_seed_gives_the_pixels_of_imagegen_sample(brows
     assert wait_state(section, "done", "failed") == "done", output(section).text
     grid, url = picture(section, "grid")
     assert section.find_element(By.CSS_SELECTOR, ".canvas img").get_attribute("src") == url  # shown = saved
-    result = CliRunner().invoke(main, ["sample", "--num", "4", "--seed", "0", "--out", tmp_path / "cli.png"])
+    result = CliRunner().invoke(main, ["sample", "--checkpoint", "mnist_gated_pixelcnn", "--num", "4",
+                                       "--seed", "0", "--out", tmp_path / "cli.png"])
     assert result.exit_code == 0, result.output
     cli = np.array(Image.open(tmp_path / "cli.png"))
     assert np.array_equal(grid, cli)
