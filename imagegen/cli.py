@@ -688,5 +688,46 @@ def list_models():
     click.echo("shipped checkpoints: " + (", ".join(ckpt.shipped()) or "none"))
 
 
+# --- imagegen serve: the web page (imagegen.serve; needs the web extra) ----------------------------------
+
+@main.command()
+@click.option("--checkpoint", "-c", "checkpoints", multiple=True,
+              help="Checkpoint directory or shipped name to offer (repeatable; default: every shipped one).")
+@click.option("--host", default="127.0.0.1", show_default=True,
+              help="Address to listen on. Any other than 127.0.0.1/localhost lets everyone who can reach it "
+                   "use the page (and your CPU).")
+@click.option("--port", default=7860, show_default=True, type=click.IntRange(0, 65535),
+              help="Port (0: any free one).")
+@click.option("--max-images", default=16, show_default=True, type=click.IntRange(1, 1024),
+              help="Images one request may sample, complete or upscale.")
+@click.option("--max-upload-mb", default=2.0, show_default=True, type=Number(0.001, 1024),
+              help="Largest image file an upload may be.")
+@click.option("--queue", "queue_length", default=8, show_default=True, type=click.IntRange(0, 10_000),
+              help="Requests that may wait for a worker; more are refused (503, try again).")
+@click.option("--workers", default=1, show_default=True, type=click.IntRange(1, 64),
+              help="Requests worked on at once (requests on one checkpoint still take turns).")
+@DEVICE
+@_friendly
+def serve(checkpoints, host, port, max_images, max_upload_mb, queue_length, workers, device):
+    """A local web page to sample, complete, upscale and explain, each image shown as it is written,
+    with a Stop button. Needs `pip install "imagegen[web]"`."""
+    from . import serve as web
+
+    web.require()
+    from .serve.app import create_app
+    from .serve.limits import Limits
+
+    limits = Limits(max_images=max_images, max_upload_bytes=int(max_upload_mb * 2**20),
+                    queue_length=queue_length, workers=workers)
+    sock = web.listen(host, port)
+    app = create_app(list(checkpoints) or None, device=device, limits=limits, host=host)
+    served = ", ".join(app.state.server.catalog.served)
+    shown = f"[{host}]" if ":" in host else host
+    click.echo(f"serving {served} on http://{shown}:{sock.getsockname()[1]}/ (Ctrl-C to stop)")
+    if host not in ("127.0.0.1", "localhost", "::1"):
+        click.echo(f"note: listening on {host}: anyone who can reach it can use the page", err=True)
+    web.run(app, sock)
+
+
 if __name__ == "__main__":
     main()

@@ -85,14 +85,25 @@ def save_image(image: torch.Tensor, path: str | os.PathLike, zoom: int = 1) -> P
     raises ``WriteError``. Returns the path."""
     path = Path(path)
     fmt = image_format(path)
-    array = image.permute(1, 2, 0).numpy()
-    if zoom > 1:
-        array = np.repeat(np.repeat(array, zoom, axis=0), zoom, axis=1)
-    pil = Image.fromarray(array[:, :, 0] if array.shape[2] == 1 else array)
+    pil = to_pil(image, zoom)
     path.parent.mkdir(parents=True, exist_ok=True)
     with durable.atomic_file(path) as tmp:
         pil.save(tmp, format=fmt, **_SAVE_ARGS.get(fmt, {}))
     return path
+
+
+def to_pil(image: torch.Tensor, zoom: int = 1) -> Image.Image:
+    """A uint8 image ``(C, H, W)`` (C = 1 or 3) as a Pillow image (L or RGB), enlarged ``zoom`` times
+    with nearest neighbours."""
+    array = image.permute(1, 2, 0).numpy()
+    if zoom > 1:
+        array = np.repeat(np.repeat(array, zoom, axis=0), zoom, axis=1)
+    return Image.fromarray(array[:, :, 0] if array.shape[2] == 1 else array)
+
+
+def grid_zoom(width: int) -> int:
+    """How many times ``save_grid`` enlarges images ``width`` pixels wide: to at least 96 pixels."""
+    return max(1, 96 // width)
 
 
 def save_grid(images: torch.Tensor, path: str | os.PathLike, levels: int = 256, nrow: int | None = None,
@@ -101,5 +112,5 @@ def save_grid(images: torch.Tensor, path: str | os.PathLike, levels: int = 256, 
     names); small images are enlarged (``zoom``, default so that each image is at least 96 pixels
     wide). Returns the path."""
     grid = make_grid(to_uint8(images, levels), nrow=nrow)
-    zoom = zoom or max(1, 96 // images.shape[-1])
+    zoom = zoom or grid_zoom(images.shape[-1])
     return save_image(grid, path, zoom)
