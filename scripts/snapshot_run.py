@@ -21,6 +21,7 @@ import shutil
 import sys
 from pathlib import Path
 
+import yaml
 from common import exit_code
 
 from imagegen import durable, rundir, runstate
@@ -44,9 +45,12 @@ def snapshot(run_dir: Path, to: Path) -> Path:
     else:
         raise ImagegenError(f"{run_dir} has no usable checkpoint yet: wait for the first one")
     with durable.atomic_directory(to) as tmp:
-        for name in (rundir.CONFIG, rundir.SEGMENTS, rundir.METRICS):
+        for name in (rundir.SEGMENTS, rundir.METRICS):
             if (run_dir / name).is_file():
                 shutil.copy2(run_dir / name, tmp / name)
+        config = yaml.safe_load((run_dir / rundir.CONFIG).read_text())
+        config["data"]["path"] = None  # this machine's path; a resume elsewhere passes --data
+        (tmp / rundir.CONFIG).write_text(yaml.safe_dump(config, sort_keys=False))
         shutil.copytree(directory, tmp / "checkpoints" / directory.name)
     return directory
 

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+import yaml
 
 from imagegen import checkpoint
 from imagegen.data import load_dataset
@@ -113,6 +114,7 @@ def test_a_snapshot_of_a_run_resumes_like_the_run(tmp_path):
     assert proc.returncode == 0, proc.stderr
     snap = tmp_path / "snap"
     assert sorted(p.name for p in snap.iterdir()) == ["checkpoints", "config.yaml", "metrics.jsonl"]
+    assert yaml.safe_load((snap / "config.yaml").read_text())["data"]["path"] is None  # not this machine's
     assert [p.name for p in (snap / "checkpoints").iterdir()] == ["step_00000004"]
     assert (snap / "metrics.jsonl").read_bytes() == (run / "metrics.jsonl").read_bytes()
     for directory in (run, snap):
